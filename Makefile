@@ -1,0 +1,43 @@
+# Entry points. `make book` builds the whole report; `make test` runs the test suite.
+# Both set up the environment first (idempotent: see scripts/setup.sh).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PYTHONHASHSEED := 0
+
+.PHONY: setup book notebooks html test test-all lint preview constraints organisms clean
+
+setup:
+	@bash scripts/setup.sh
+
+## The whole report: (re-)execute stale notebooks with papermill, then build the HTML book.
+book: setup
+	$(PY) -m helpers.pipeline $(PIPELINE_ARGS)
+	$(MAKE) html
+
+html:
+	$(VENV)/bin/jupyter-book build . --builder html $(BOOK_ARGS)
+
+## Fast suite (slow tests deselected); `make test-all` runs everything.
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-all: setup
+	$(PY) -m pytest -m "" $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check src tests benchmarks notebooks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+preview:
+	$(PY) -m http.server --directory _build/html --bind 127.0.0.1 8000
+
+## Retrain the whole organism set (minutes on CPU); commits nothing by itself.
+organisms: setup
+	$(PY) -m helpers.organisms.build $(ORGANISM_ARGS)
+
+## Record the exact versions the suite passed with (torch excluded so Colab's own is kept).
+constraints: setup
+	$(VENV)/bin/pip freeze --exclude-editable | grep -viE '^(torch|nvidia-|triton|rl-circuitry)' > constraints.txt
+
+clean:
+	rm -rf _build .pytest_cache

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Idempotent set-up: a virtual environment (unless one is active or PYTHON is given), torch 2.13.0
+# first where torch is missing (keeps Colab's or a CUDA torch that is already there), the project
+# with all its extras pinned by constraints.txt, and a Jupyter kernel that papermill runs notebooks in.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV="${VENV:-.venv}"
+if [[ -n "${PYTHON:-}" ]]; then
+    py="$PYTHON"
+elif [[ -n "${VIRTUAL_ENV:-}" ]]; then
+    py="$VIRTUAL_ENV/bin/python"
+else
+    [[ -x "$VENV/bin/python" ]] || python3 -m venv "$VENV"
+    py="$VENV/bin/python"
+fi
+
+stamp="$("$py" -c 'import sys; print(sys.prefix)')/.rl-circuitry-installed"
+want="$(cat pyproject.toml constraints.txt 2>/dev/null | sha256sum | cut -c1-16)"
+if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] && "$py" -c 'import helpers, torch' 2>/dev/null; then
+    echo "setup: environment up to date ($py)"
+    exit 0
+fi
+
+pip=("$py" -m pip install --disable-pip-version-check -q)
+if ! "$py" -c 'import torch' 2>/dev/null; then
+    echo "setup: installing torch 2.13.0"
+    "${pip[@]}" torch==2.13.0
+fi
+echo "setup: installing the project and its extras"
+constraints=()
+if [[ -f constraints.txt && -z "${NO_CONSTRAINTS:-}" ]]; then constraints=(-c constraints.txt); fi
+"${pip[@]}" -e ".[all]" "${constraints[@]}"
+"$py" -m ipykernel install --sys-prefix --name rl-circuitry --display-name "Python (rl-circuitry)" >/dev/null
+echo "$want" > "$stamp"
+echo "setup: done ($py)"
