@@ -1,0 +1,283 @@
+"""Paired base-vs-tuned comparison of edge metrics: seeded bootstrap over questions, Wilcoxon test.
+
+Both models answer the same questions in the same order, so sample k of ``base`` and sample k of
+``tuned`` are a pair. The bootstrap resamples question indices *jointly* for both models and
+recomputes every metric on each resample, fully vectorised through resample multiplicities
+``m [n_boot, n]`` (how often each question was drawn):
+
+* per-sample metrics (intensity, bin-free edge entropy, kurtosis): the resample value is
+  ``m @ v / n``;
+* information complexity: per-question histogram counts are computed once on a fixed range and
+  summed with weights ``m``, so every resample uses the same bins (the range is part of the
+  metric's definition, not re-estimated per resample);
+* diversity: the ``n x n`` correlation matrix ``C`` is computed once; a resample's mean pairwise
+  correlation averages ``C`` over pairs of *distinct original questions*, weighted by
+  ``m_i m_j``: ``(m^T C m - sum m_i^2) / (n^2 - sum m_i^2)``. Pairs formed by a question drawn
+  twice are excluded, since their correlation of 1 is an artefact of resampling, not similarity
+  between questions (including them would bias resampled diversity down by about 1/n).
+
+Intervals are percentile intervals of ``tuned_b - base_b`` (and of ``(tuned_b - base_b) /
+|base_b|``). The paired test is the two-sided Wilcoxon signed-rank test on per-question metric
+values; set-level metrics (information complexity, diversity) have none.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from helpers import metrics as M
+
+Direction = Literal["up", "down"]
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """A metric compared by :func:`compare`: whether it is per-sample, and the study's claim."""
+
+    name: str
+    kind: Literal["per-sample", "set"]
+    claimed: Direction
+
+
+METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec("intensity", "per-sample", "up"),
+    MetricSpec("information_complexity", "set", "up"),
+    MetricSpec("edge_entropy", "per-sample", "up"),
+    MetricSpec("kurtosis", "per-sample", "down"),
+    MetricSpec("diversity", "set", "up"),
+)
+
+COLUMNS = [
+    "metric",
+    "kind",
+    "base",
+    "tuned",
+    "change",
+    "rel_change",
+    "ci_low",
+    "ci_high",
+    "rel_ci_low",
+    "rel_ci_high",
+    "ci_excludes_zero",
+    "p_wilcoxon",
+    "claimed",
+    "matches_claim",
+    "n_samples",
+    "n_boot",
+]
+
+
+# --------------------------------------------------------------------------- bootstrap machinery
+
+
+def resample_indices(n: int, n_boot: int, seed: int = 0) -> np.ndarray:
+    """Seeded bootstrap draws of question indices, ``[n_boot, n]`` ints in ``[0, n)``."""
+    if n < 1 or n_boot < 1:
+        raise ValueError(
+            f"need n >= 1 samples and n_boot >= 1 resamples, got n={n}, n_boot={n_boot}"
+        )
+    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+
+
+def multiplicities(idx: np.ndarray, n: int) -> np.ndarray:
+    """How often each question appears in each resample: ``[n_boot, n]`` float64."""
+    n_boot = idx.shape[0]
+    flat = (idx + n * np.arange(n_boot)[:, None]).ravel()
+    return np.bincount(flat, minlength=n_boot * n).reshape(n_boot, n).astype(np.float64)
+
+
+def boot_mean(values: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Resampled means of per-sample ``values [n]`` given multiplicities ``m [B, n]``."""
+    return m @ values / m.shape[1]
+
+
+def boot_histogram_entropy(counts: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Resampled pooled-histogram entropies (nats) from per-sample ``counts [n, bins]``."""
+    return M.entropy(m @ counts)
+
+
+def boot_diversity(corr: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Resampled diversities from the full ``corr [n, n]``, excluding same-question pairs.
+
+    NaN for a resample that drew a single question only.
+    """
+    quad = np.einsum("bi,ij,bj->b", m, corr, m)
+    self_w = (m**2) @ np.diag(corr)
+    n = m.shape[1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_corr = (quad - self_w) / (n**2 - (m**2).sum(axis=1))
+    return 1.0 - mean_corr
+
+
+def percentile_interval(draws: np.ndarray, ci: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``draws`` (NaN draws ignored)."""
+    if not 0 < ci < 1:
+        raise ValueError(f"ci must be in (0, 1), got {ci}")
+    alpha = (1 - ci) / 2
+    lo, hi = np.nanquantile(draws, [alpha, 1 - alpha])
+    return float(lo), float(hi)
+
+
+def paired_wilcoxon(base: np.ndarray, tuned: np.ndarray) -> float:
+    """Two-sided Wilcoxon signed-rank p-value of per-question ``tuned - base``; 1.0 if all equal."""
+    d = np.asarray(tuned, np.float64) - np.asarray(base, np.float64)
+    if not np.any(d != 0):
+        return 1.0
+    return float(sps.wilcoxon(d, zero_method="wilcox", alternative="two-sided").pvalue)
+
+
+# --------------------------------------------------------------------------- the comparison
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """Per-model quantities that the point estimates and all resamples are built from."""
+
+    per_sample: dict[str, np.ndarray]
+    hist_counts: np.ndarray
+    corr: np.ndarray
+
+
+def _prepare(
+    ss: M.ScoreSet,
+    *,
+    bins: int,
+    hist_range: tuple[float, float],
+    edges: M.Edges,
+    use_abs_diversity: bool,
+) -> _Prepared:
+    w = ss.edge_matrix(edges)
+    abs_w = np.abs(w)
+    return _Prepared(
+        per_sample={
+            "intensity": abs_w.mean(axis=1),
+            "edge_entropy": M.sample_edge_entropy(ss, edges=edges),
+            "kurtosis": M.sample_kurtosis(ss, edges=edges),
+        },
+        hist_counts=M.sample_histograms(abs_w, bins, hist_range),
+        corr=M.correlation_matrix(ss, edges=edges, use_abs=use_abs_diversity),
+    )
+
+
+def _point_and_boot(p: _Prepared, m: np.ndarray) -> dict[str, tuple[float, np.ndarray]]:
+    ones = np.ones((1, m.shape[1]))
+    out = {name: (float(v.mean()), boot_mean(v, m)) for name, v in p.per_sample.items()}
+    out["information_complexity"] = (
+        float(boot_histogram_entropy(p.hist_counts, ones)[0]),
+        boot_histogram_entropy(p.hist_counts, m),
+    )
+    out["diversity"] = (float(boot_diversity(p.corr, ones)[0]), boot_diversity(p.corr, m))
+    return out
+
+
+def _paired_inputs(base: Any, tuned: Any, mask: Any | None) -> tuple[M.ScoreSet, M.ScoreSet]:
+    b, t = M.as_score_set(base, mask), M.as_score_set(tuned, mask)
+    if b.mask.shape != t.mask.shape or not np.array_equal(b.mask, t.mask):
+        raise M.MetricInputError(
+            f"base and tuned have different edge masks ({b.mask.shape} vs {t.mask.shape}); "
+            "score both models on the same residual graph"
+        )
+    if b.n_samples != t.n_samples:
+        raise M.MetricInputError(
+            f"paired comparison needs the same questions for both models: base has "
+            f"{b.n_samples} samples, tuned {t.n_samples}"
+        )
+    if b.n_samples < 2:
+        raise M.MetricInputError("paired comparison needs at least two questions")
+    return b, t
+
+
+def compare(
+    base: Any,
+    tuned: Any,
+    *,
+    mask: Any | None = None,
+    n_boot: int = 2000,
+    seed: int = 0,
+    ci: float = 0.95,
+    bins: int = M.DEFAULT_BINS,
+    hist_range: Literal["shared", "separate"] | tuple[float, float] = "shared",
+    edges: M.Edges = "real",
+    use_abs_diversity: bool = False,
+) -> pd.DataFrame:
+    """Paired comparison of base and tuned edge scores on the same questions; one row per metric.
+
+    ``hist_range="shared"`` (default) bins both models on ``(0, max |W|)`` pooled over both, so the
+    two information complexities are measured on one scale; ``"separate"`` bins each model on its
+    own ``(0, max |W|)`` (scale-free per model, but not a like-for-like comparison); a tuple fixes
+    the range. ``rel_change`` is ``change / |base|``. Settings are stored in ``DataFrame.attrs``.
+    """
+    b, t = _paired_inputs(base, tuned, mask)
+    if isinstance(hist_range, str):
+        if hist_range == "shared":
+            b_range = t_range = M.shared_range(b, t, edges=edges)
+        elif hist_range == "separate":
+            b_range, t_range = M.shared_range(b, edges=edges), M.shared_range(t, edges=edges)
+        else:
+            raise ValueError(
+                f"hist_range must be 'shared', 'separate' or (low, high), got {hist_range!r}"
+            )
+    else:
+        b_range = t_range = (float(hist_range[0]), float(hist_range[1]))
+    opts = {"bins": bins, "edges": edges, "use_abs_diversity": use_abs_diversity}
+    pb = _prepare(b, hist_range=b_range, **opts)
+    pt = _prepare(t, hist_range=t_range, **opts)
+
+    m = multiplicities(resample_indices(b.n_samples, n_boot, seed), b.n_samples)
+    eb, et = _point_and_boot(pb, m), _point_and_boot(pt, m)
+
+    rows = []
+    for spec in METRICS:
+        (vb, boot_b), (vt, boot_t) = eb[spec.name], et[spec.name]
+        change = vt - vb
+        d = boot_t - boot_b
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rel = change / abs(vb) if vb != 0 else np.nan
+            rel_d = d / np.abs(boot_b)
+        lo, hi = percentile_interval(d, ci)
+        rlo, rhi = percentile_interval(rel_d, ci)
+        p = (
+            paired_wilcoxon(pb.per_sample[spec.name], pt.per_sample[spec.name])
+            if spec.kind == "per-sample"
+            else np.nan
+        )
+        sign = 1 if spec.claimed == "up" else -1
+        rows.append(
+            {
+                "metric": spec.name,
+                "kind": spec.kind,
+                "base": vb,
+                "tuned": vt,
+                "change": change,
+                "rel_change": rel,
+                "ci_low": lo,
+                "ci_high": hi,
+                "rel_ci_low": rlo,
+                "rel_ci_high": rhi,
+                "ci_excludes_zero": bool(lo > 0 or hi < 0),
+                "p_wilcoxon": p,
+                "claimed": spec.claimed,
+                "matches_claim": bool(sign * change > 0),
+                "n_samples": b.n_samples,
+                "n_boot": n_boot,
+            }
+        )
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    table.attrs.update(
+        {
+            "seed": seed,
+            "ci": ci,
+            "bins": bins,
+            "hist_range_base": b_range,
+            "hist_range_tuned": t_range,
+            "edges": edges,
+            "use_abs_diversity": use_abs_diversity,
+            "entropy_unit": "nats",
+        }
+    )
+    return table
