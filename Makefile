@@ -10,12 +10,13 @@ setup:
 	@bash scripts/setup.sh
 
 ## The whole report: (re-)execute stale notebooks with papermill, then build the HTML book.
+## A failing notebook is reported, the others' pages and the book are still built, and make fails.
 book: setup
-	$(PY) -m helpers.pipeline $(PIPELINE_ARGS)
-	$(MAKE) html
+	@$(PY) -m helpers.pipeline $(PIPELINE_ARGS); status=$$?; $(MAKE) html && exit $$status
 
+## Strict: any Sphinx warning (broken reference, unknown citation, page not in the TOC) fails.
 html:
-	$(VENV)/bin/jupyter-book build . --builder html $(BOOK_ARGS)
+	$(VENV)/bin/jupyter-book build . --builder html -W -n --keep-going $(BOOK_ARGS)
 
 ## Fast suite (slow tests deselected); `make test-all` runs everything.
 test: setup

@@ -16,7 +16,7 @@ else
 fi
 
 stamp="$("$py" -c 'import sys; print(sys.prefix)')/.rl-circuitry-installed"
-want="$(cat pyproject.toml constraints.txt 2>/dev/null | sha256sum | cut -c1-16)"
+want="$(cat pyproject.toml $([[ -f constraints.txt ]] && echo constraints.txt) | sha256sum | cut -c1-16)"
 if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] && "$py" -c 'import helpers, torch' 2>/dev/null; then
     echo "setup: environment up to date ($py)"
     exit 0

@@ -1,0 +1,89 @@
+"""The runner executes stale pages only, keeps good pages when a notebook fails, and adds provenance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from helpers import pipeline
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A miniature repository: one template, two parameter files (one of them fails on demand)."""
+    (tmp_path / "notebooks" / "params").mkdir(parents=True)
+    (tmp_path / "book").mkdir()
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# A page"),
+        nbformat.v4.new_code_cell("x = 1\nfail = False", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("assert not fail, 'asked to fail'\nprint('x is', x * 2)"),
+    ]
+    nbformat.write(nb, tmp_path / "notebooks" / "tiny.ipynb")
+    for name, x in (("alpha", 3), ("beta", 5)):
+        (tmp_path / "notebooks" / "params" / f"{name}.yml").write_text(
+            f"notebook: tiny\noutput: book/{name}.ipynb\ninputs: [data/{name}.txt]\n"
+            f"parameters:\n  x: {x}\n  fail: false\n"
+        )
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "alpha.txt").write_text("v1")
+    monkeypatch.setattr(pipeline, "REPO", tmp_path)
+    monkeypatch.setattr(pipeline, "PARAMS_DIR", tmp_path / "notebooks" / "params")
+    monkeypatch.setattr(pipeline, "TEMPLATES_DIR", tmp_path / "notebooks")
+    monkeypatch.setattr(pipeline, "FAILED_DIR", tmp_path / "data" / "tmp" / "failed")
+    return tmp_path
+
+
+def _outputs(path: Path) -> str:
+    nb = nbformat.read(path, as_version=4)
+    return "".join(
+        o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+    )
+
+
+def test_runs_skips_and_reruns_on_input_change(project: Path) -> None:
+    params = project / "notebooks" / "params"
+    assert pipeline.run(params_dir=params) == 0
+    page = project / "book" / "alpha.ipynb"
+    assert "x is 6" in _outputs(page)
+    nb = nbformat.read(page, as_version=4)
+    provenance = [c for c in nb.cells if "provenance" in c.metadata.get("tags", [])]
+    assert len(provenance) == 1 and ":class: provenance" in provenance[0].source
+    assert "x: 3" in provenance[0].source
+    hidden = [c for c in nb.cells if "remove-cell" in c.metadata.get("tags", [])]
+    assert len(hidden) == 2  # the template's parameters cell and papermill's injected one
+
+    mtime = page.stat().st_mtime_ns
+    assert pipeline.run(params_dir=params) == 0
+    assert page.stat().st_mtime_ns == mtime  # fresh: not re-executed
+
+    (project / "data" / "alpha.txt").write_text("v2")
+    assert pipeline.run(params_dir=params) == 0
+    assert page.stat().st_mtime_ns != mtime  # an input changed: re-executed
+
+
+def test_failure_is_reported_and_keeps_previous_pages(project: Path) -> None:
+    params = project / "notebooks" / "params"
+    assert pipeline.run(params_dir=params) == 0
+    before = (project / "book" / "beta.ipynb").read_text()
+    spec = params / "beta.yml"
+    spec.write_text(spec.read_text().replace("fail: false", "fail: true"))
+    assert pipeline.run(params_dir=params) == 1
+    assert (project / "book" / "beta.ipynb").read_text() == before
+    assert "x is 6" in _outputs(project / "book" / "alpha.ipynb")
+    assert (project / "data" / "tmp" / "failed" / "beta.ipynb").exists()
+
+
+def test_bad_parameter_files_name_the_fix(project: Path) -> None:
+    bad = project / "notebooks" / "params" / "gamma.yml"
+    bad.write_text("notebook: nope\noutput: book/gamma.ipynb\n")
+    with pytest.raises(pipeline.PipelineError, match="unknown notebook 'nope'.*tiny"):
+        pipeline.discover(project / "notebooks" / "params")
+    bad.write_text("notebook: tiny\noutput: elsewhere/gamma.ipynb\n")
+    with pytest.raises(pipeline.PipelineError, match="under book/"):
+        pipeline.discover(project / "notebooks" / "params")
+    bad.unlink()
+    with pytest.raises(pipeline.PipelineError, match="unknown parameter files"):
+        pipeline.run(only=["nope"], params_dir=project / "notebooks" / "params")
