@@ -1,0 +1,301 @@
+"""Edge attribution patching (EAP) on the residual graph, through one nnsight trace.
+
+For an edge u -> v, zero-ablating u's contribution to v's input changes the loss, to first order, by
+
+    s(u -> v) = - sum_{t, d} O_u[t, d] * dL/d in_v[t, d]
+
+where O_u is u's output and in_v the input of v's pre-norm, differentiated through v's branch
+only (the gradient of a clone of the norm's input). One forward and one backward pass score every
+edge of every sample in the batch; the sums run in float32 whatever the model's dtype.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import nnsight
+import torch
+import torch.nn.functional as F
+from nnsight import NNsight
+from nnsight.intervention.envoy import Envoy
+
+from helpers.architectures import Adapter, adapter_for, resolve
+from helpers.graph import ResidualGraph, residual_graph
+
+Positions = Literal["all", "labelled"]
+IGNORE_INDEX = -100
+
+
+@dataclass
+class EdgeScores:
+    """Per-sample EAP scores of every (source, target) pair; zero where no edge exists."""
+
+    scores: torch.Tensor  # float32 [batch, n_sources, n_targets]
+    sources: list[str]
+    targets: list[str]
+    mask: torch.Tensor  # bool [n_sources, n_targets]
+    loss: torch.Tensor  # float32 [batch], mean NLL over each sample's labelled tokens
+    positions: str = "all"
+
+    @property
+    def graph(self) -> ResidualGraph:
+        """The residual graph the scores live on."""
+        return residual_graph((len(self.sources) - 1) // 2)
+
+    def edge_names(self) -> list[str]:
+        """ "src->tgt" names of the real edges, row-major, matching `edge_values` columns."""
+        return self.graph.edge_names()
+
+    def edge_values(self) -> torch.Tensor:
+        """[batch, n_edges] scores of the real edges only, in `edge_names` order."""
+        return self.scores[:, self.mask]
+
+
+def per_sample_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token NLL over each sample's labelled tokens, float32 [batch].
+
+    `labels` is aligned with the input (transformers convention): the logits at position t are
+    scored against labels[t + 1]; -100 marks tokens outside the loss. No copy of the logits is
+    made for float32 models (the labels are shifted instead).
+    """
+    batch, seq, vocab = logits.shape
+    targets = torch.full_like(labels, IGNORE_INDEX)
+    targets[:, :-1] = labels[:, 1:]
+    nll = F.cross_entropy(
+        logits.reshape(batch * seq, vocab).float(),
+        targets.reshape(-1),
+        reduction="none",
+        ignore_index=IGNORE_INDEX,
+    ).view(batch, seq)
+    return nll.sum(-1) / (targets != IGNORE_INDEX).sum(-1)
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted from each row's first real token, so left padding does not shift them."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def position_weights(
+    attention_mask: torch.Tensor, labels: torch.Tensor, positions: Positions
+) -> torch.Tensor:
+    """float32 [batch, seq] weights of the position sum: 1 where a position counts, else 0.
+
+    "all": every non-padding position (the authors' choice). "labelled": the positions whose
+    logits enter the loss, i.e. t with labels[t + 1] != -100 (the last prompt token up to the
+    second-to-last labelled token).
+    """
+    if positions == "all":
+        return attention_mask.float()
+    if positions == "labelled":
+        weights = torch.zeros(labels.shape, dtype=torch.float32, device=labels.device)
+        weights[:, :-1] = (labels[:, 1:] != IGNORE_INDEX).float()
+        return weights
+    raise ValueError(f"positions must be 'all' or 'labelled', got {positions!r}")
+
+
+def check_inputs(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor, vocab_size: int
+) -> None:
+    """Raise ValueError, naming the fix, for inputs EAP cannot score."""
+    if input_ids.ndim != 2:
+        raise ValueError(f"input_ids must be [batch, seq], got shape {tuple(input_ids.shape)}")
+    for name, tensor in (("attention_mask", attention_mask), ("labels", labels)):
+        if tensor.shape != input_ids.shape:
+            raise ValueError(
+                f"{name} has shape {tuple(tensor.shape)} but input_ids has "
+                f"{tuple(input_ids.shape)}; they must be aligned token for token"
+            )
+    if input_ids.dtype.is_floating_point or labels.dtype.is_floating_point:
+        raise ValueError("input_ids and labels must be integer tensors (token ids, -100 = ignore)")
+    if not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
+        raise ValueError("attention_mask must contain only 0 (padding) and 1 (token)")
+    real = attention_mask.bool()
+    runs = (real[:, 1:] & ~real[:, :-1]).sum(-1) + real[:, 0].long()
+    if not bool((runs == 1).all()):
+        raise ValueError(
+            "each attention_mask row must be one contiguous run of 1s (left or right padding "
+            "only); rows with gaps or no tokens at all cannot be scored"
+        )
+    ids = input_ids[real]
+    if bool((ids < 0).any() | (ids >= vocab_size).any()):
+        raise ValueError(f"input_ids outside the vocabulary [0, {vocab_size})")
+    labelled = labels != IGNORE_INDEX
+    if bool((labelled & ~real).any()):
+        raise ValueError("labels must be -100 at padding positions (attention_mask == 0)")
+    target = labels[labelled]
+    if bool((target < 0).any() | (target >= vocab_size).any()):
+        raise ValueError(f"labels must be -100 or token ids in [0, {vocab_size})")
+    predicted = labelled[:, 1:]
+    if bool((predicted & ~real[:, :-1]).any()):
+        raise ValueError(
+            "a labelled token directly follows padding, so nothing predicts it; set its label "
+            "to -100 or include the token before it"
+        )
+    if not bool(predicted.any(-1).all()):
+        raise ValueError(
+            "every sample needs at least one labelled token after its first token (labels are "
+            "shifted: the label at position 0 is never predicted)"
+        )
+
+
+def as_envoy(model: Any) -> Envoy:
+    """An nnsight envoy over `model` (itself if it already is one)."""
+    if isinstance(model, Envoy):
+        return model
+    if isinstance(model, torch.nn.Module):
+        return NNsight(model)
+    raise TypeError(
+        f"model must be a transformers causal LM or an nnsight model, got {type(model).__name__}"
+    )
+
+
+def check_remote(envoy: Envoy) -> None:
+    """Fail fast when `remote=True` cannot work: no NDIF API key, or a model NDIF cannot host."""
+    from nnsight.schema.config import CONFIG
+
+    if not (os.environ.get("NDIF_API_KEY") or CONFIG.API.APIKEY):
+        raise RuntimeError(
+            "remote=True needs an NDIF API key: set the NDIF_API_KEY environment variable, or "
+            "run `nnsight.login()` (or `nnsight.CONFIG.set_default_api_key(key)`) once to store "
+            "it in nnsight's config; keys are issued at https://login.ndif.us"
+        )
+    if not hasattr(envoy, "_remote_backend"):
+        raise ValueError(
+            "remote=True needs an nnsight model that NDIF can host, e.g. "
+            "nnsight.LanguageModel('<hub repo id>'); a plain transformers model runs locally only"
+        )
+
+
+def edge_scores(
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    labels: torch.Tensor,
+    *,
+    positions: Positions = "all",
+    remote: bool = False,
+) -> EdgeScores:
+    """EAP score of every residual edge, per sample, from one forward and one backward pass.
+
+    `labels` follows transformers (aligned with `input_ids`, -100 = not in the loss, shifted
+    inside); each sample's loss is its mean NLL over labelled tokens, and the batch loss is the
+    sum of those, so every sample gets its own gradient. `positions` picks the position sum:
+    "all" non-padding positions (default) or "labelled" (positions t with labels[t + 1] labelled).
+    Parameters are frozen during the call and restored after; no parameter gradient is touched.
+    """
+    envoy = as_envoy(model)
+    module: torch.nn.Module = envoy._module
+    adapter = adapter_for(module)
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    vocab_size = module.get_input_embeddings().num_embeddings
+    check_inputs(input_ids, attention_mask, labels, vocab_size)
+    weights = position_weights(attention_mask, labels, positions)
+    if remote:
+        check_remote(envoy)
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError("edge_scores needs gradients; call it outside torch.inference_mode()")
+
+    n_layers = len(resolve(module, adapter.layers))
+    graph = residual_graph(n_layers)
+    device = next(module.parameters()).device
+    inputs = {
+        "input_ids": input_ids.to(device),
+        "attention_mask": attention_mask.to(device),
+        "position_ids": position_ids_from_mask(attention_mask).to(device),
+    }
+    flags = [p.requires_grad for p in module.parameters()]
+    training = module.training
+    try:
+        for p in module.parameters():
+            p.requires_grad_(False)
+        module.eval()
+        with torch.enable_grad():
+            scores, loss = _trace_scores(
+                envoy,
+                adapter,
+                n_layers,
+                inputs,
+                labels.to(device),
+                weights.to(device),
+                graph.mask.to(device),
+                remote=remote,
+            )
+    finally:
+        for p, flag in zip(module.parameters(), flags, strict=True):
+            p.requires_grad_(flag)
+        module.train(training)
+    return EdgeScores(
+        scores=scores.cpu(),
+        sources=graph.sources,
+        targets=graph.targets,
+        mask=graph.mask,
+        loss=loss.cpu(),
+        positions=positions,
+    )
+
+
+def _trace_scores(
+    envoy: Envoy,
+    adapter: Adapter,
+    n_layers: int,
+    inputs: dict[str, torch.Tensor],
+    labels: torch.Tensor,
+    weights: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    remote: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the trace: store sources (float32), take each target's branch gradient, contract.
+
+    Values are requested in forward order and gradients in reverse order, as nnsight requires.
+    Only the [batch, S, T] scores and the per-sample loss leave the trace.
+    """
+    embed = resolve(envoy, adapter.embed)
+    layers = resolve(envoy, adapter.layers)
+    final_norm = resolve(envoy, adapter.final_norm)
+    attn_path = adapter.attn
+    trace_kwargs: dict[str, Any] = {"use_cache": False, **inputs}
+    if remote:
+        nnsight.register(sys.modules[__name__])
+        trace_kwargs["remote"] = True
+    n_nodes = 2 * n_layers + 1
+    with envoy.trace(**trace_kwargs):
+        emb = embed.output
+        batch, seq = emb.shape[:2]
+        sources = torch.empty(
+            (batch, n_nodes, *emb.shape[1:]), dtype=torch.float32, device=emb.device
+        )
+        sources[:, 0] = emb.detach()
+        branch_inputs = []  # clones of each target's pre-norm input, in serial order
+        for layer_index in range(n_layers):
+            layer = layers[layer_index]
+            for slot, (norm_path, block_path) in enumerate(
+                ((adapter.attn_norm, attn_path), (adapter.mlp_norm, adapter.mlp))
+            ):
+                norm = resolve(layer, norm_path)
+                branch_input = norm.input.clone()
+                if not branch_input.requires_grad:
+                    branch_input.requires_grad_(True)
+                norm.input = branch_input
+                branch_inputs.append(branch_input)
+                output = resolve(layer, block_path).output
+                if slot == 0 and adapter.attn_output_is_tuple:
+                    output = output[0]
+                sources[:, 2 * layer_index + 1 + slot] = output.detach()
+        final_input = final_norm.input.clone()
+        final_norm.input = final_input
+        branch_inputs.append(final_input)
+        loss = per_sample_loss(envoy.output.logits, labels)
+        grads = torch.empty_like(sources)
+        with loss.sum().backward():
+            for target in reversed(range(n_nodes)):
+                grads[:, target] = branch_inputs[target].grad
+        sources.mul_(weights.view(batch, 1, seq, *([1] * (sources.ndim - 3))))
+        scores = torch.bmm(sources.view(batch, n_nodes, -1), grads.view(batch, n_nodes, -1).mT)
+        scores = scores.neg_().masked_fill_(~mask, 0.0).save()
+        loss = loss.detach().float().save()
+    return scores, loss
