@@ -18,7 +18,10 @@ Conventions (the paper states none of them; these are ours):
   ``(0, max |W|)`` of the data passed in, which makes the value invariant to rescaling W. Entropies
   of two models are only comparable on one fixed range: :func:`shared_range` pools both models
   (``helpers.stats.compare`` uses it by default). Values outside an explicit range are dropped, as
-  ``numpy.histogram`` does.
+  ``numpy.histogram`` does. Caveat, by construction: on a shared range a model whose |W| are all
+  larger spreads over more bins, so a pure rescaling ``W -> cW`` (c > 1) raises its entropy; on
+  separate ``(0, max)`` ranges the value is scale-free but one outlier sets each model's bin width.
+  The bin-free :func:`edge_entropy` has neither problem and is reported beside it.
 * **Kurtosis** is the population (biased, Fisher) excess kurtosis of signed W over edges, per
   sample, then averaged over samples; a Gaussian gives 0.
 * **Diversity** is ``1 - mean`` of the off-diagonal Pearson correlations between the samples'

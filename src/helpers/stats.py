@@ -212,6 +212,8 @@ def compare(
     own ``(0, max |W|)`` (scale-free per model, but not a like-for-like comparison); a tuple fixes
     the range. ``rel_change`` is ``change / |base|``. Settings are stored in ``DataFrame.attrs``.
     """
+    if not 0 < ci < 1:
+        raise ValueError(f"ci must be in (0, 1) (e.g. 0.95), got {ci}")
     b, t = _paired_inputs(base, tuned, mask)
     if isinstance(hist_range, str):
         if hist_range == "shared":
