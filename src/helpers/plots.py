@@ -1,0 +1,198 @@
+"""The report's figures, one function per figure kind; each returns its matplotlib Figure."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.colors import TwoSlopeNorm
+
+from helpers import metrics as M
+
+sns.set_theme(style="whitegrid", context="notebook")
+BASE_TUNED = ("#4C72B0", "#DD8452")
+
+
+def relative_change_heatmap(base: Any, tuned: Any, *, title: str = "", clip: float = 1.0):
+    """Per-edge relative change of mean |W| (tuned vs base), sources x targets; absent edges blank."""
+    b, t = M.as_score_set(base), M.as_score_set(tuned)
+    rel = M.relative_change(b, t)
+    finite = rel[np.isfinite(rel)]
+    lim = min(clip, float(np.nanmax(np.abs(finite)))) if finite.size else clip
+    lim = lim if lim > 0 else 1.0
+    fig, ax = plt.subplots(figsize=(0.28 * len(b.targets) + 2.5, 0.28 * len(b.sources) + 1.5))
+    norm = TwoSlopeNorm(vmin=-lim, vcenter=0.0, vmax=lim)
+    shown = np.ma.masked_invalid(np.clip(rel, -lim, lim))
+    im = ax.imshow(shown, cmap="RdBu_r", norm=norm, aspect="auto", interpolation="nearest")
+    ax.set_xticks(range(len(b.targets)), b.targets, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(b.sources)), b.sources, fontsize=7)
+    ax.set_xlabel("target node (reads the residual stream)")
+    ax.set_ylabel("source node (writes the residual stream)")
+    ax.grid(False)
+    cbar = fig.colorbar(im, ax=ax, shrink=0.8)
+    cbar.set_label(f"relative change of mean |score| (clipped at ±{lim:.2g})")
+    ax.set_title(title or "Per-edge relative change, tuned vs base")
+    fig.tight_layout()
+    return fig
+
+
+def score_distributions(base: Any, tuned: Any, *, labels: Sequence[str] = ("base", "tuned")):
+    """|W| over real edges and questions, base vs tuned: histogram on a log axis and the ECDF."""
+    vb = np.abs(M.edge_vectors(base)).ravel()
+    vt = np.abs(M.edge_vectors(tuned)).ravel()
+    positive = np.concatenate([vb, vt])
+    positive = positive[positive > 0]
+    if positive.size == 0:
+        raise ValueError("all scores are zero: nothing to plot")
+    bins = np.logspace(np.log10(positive.min()), np.log10(positive.max()), 60)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for v, label, color in zip((vb, vt), labels, BASE_TUNED, strict=True):
+        v = v[v > 0]
+        axes[0].hist(v, bins=bins, histtype="step", lw=1.6, color=color, label=label, density=True)
+        xs = np.sort(v)
+        axes[1].plot(xs, np.arange(1, xs.size + 1) / xs.size, color=color, label=label)
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xlabel("|edge score| (nats of loss change, log scale)")
+        ax.legend()
+    axes[0].set_ylabel("density")
+    axes[0].set_title("Distribution of |W| over edges and questions")
+    axes[1].set_ylabel("fraction of edge scores ≤ x")
+    axes[1].set_title("Empirical CDF")
+    fig.tight_layout()
+    return fig
+
+
+def node_entropy_bars(base: Any, tuned: Any, *, labels: Sequence[str] = ("base", "tuned")):
+    """Per-source-node output-edge entropy (nats), base vs tuned."""
+    frame = pd.DataFrame({labels[0]: M.node_entropy(base), labels[1]: M.node_entropy(tuned)})
+    frame = frame.dropna(how="all")
+    long = frame.reset_index().melt(id_vars="source", var_name="model", value_name="entropy")
+    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(frame) + 2), 3.6))
+    sns.barplot(data=long, x="source", y="entropy", hue="model", palette=BASE_TUNED, ax=ax)
+    ax.set_xlabel("source node")
+    ax.set_ylabel("output-edge entropy (nats)")
+    ax.set_title("How evenly each node spreads attribution over its outgoing edges")
+    ax.tick_params(axis="x", rotation=90, labelsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def intensity_by_layer(base: Any, tuned: Any, *, labels: Sequence[str] = ("base", "tuned")):
+    """Mean |W| grouped by source layer and by target layer, base vs tuned (emb = -1, logits = L)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), sharey=True)
+    for ax, by in zip(axes, ("source_layer", "target_layer"), strict=True):
+        for x, label, color in zip((base, tuned), labels, BASE_TUNED, strict=True):
+            prof = M.intensity_profile(x, by=by)
+            ax.plot(prof.index, prof.values, marker="o", color=color, label=label)
+        ax.set_xlabel(by.replace("_", " ") + " (emb = -1, logits = L)")
+        ax.set_yscale("log")
+        ax.set_ylabel("mean |edge score| (log scale)")
+        ax.legend()
+    axes[0].set_title("Intensity of a layer's outgoing edges")
+    axes[1].set_title("Intensity of a layer's incoming edges")
+    fig.tight_layout()
+    return fig
+
+
+def metric_intervals(table: pd.DataFrame, *, title: str = ""):
+    """Relative change of each metric with its bootstrap 95% interval, coloured by the study's claim."""
+    t = table.reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(t) + 1.2))
+    colors = ["#2ca02c" if m else "#d62728" for m in t["matches_claim"]]
+    y = np.arange(len(t))
+    lo = 100 * (t["rel_change"] - t["rel_ci_low"])
+    hi = 100 * (t["rel_ci_high"] - t["rel_change"])
+    ax.errorbar(100 * t["rel_change"], y, xerr=[lo, hi], fmt="none", ecolor="grey", capsize=3)
+    ax.scatter(100 * t["rel_change"], y, c=colors, zorder=3)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(y, [f"{m} (claim: {c})" for m, c in zip(t["metric"], t["claimed"], strict=True)])
+    ax.set_xlabel("relative change, tuned vs base (%), with bootstrap 95% interval")
+    ax.set_title(title or "Change of each metric (green: in the study's direction)")
+    fig.tight_layout()
+    return fig
+
+
+def training_curves(histories: Mapping[str, pd.DataFrame], columns: Sequence[str]):
+    """One panel per column (loss, reward, KL, ...), one line per run, against the training step."""
+    fig, axes = plt.subplots(1, len(columns), figsize=(4.2 * len(columns), 3.4), squeeze=False)
+    for ax, col in zip(axes[0], columns, strict=True):
+        for name, hist in histories.items():
+            if col in hist and hist[col].notna().any():
+                ax.plot(hist["step"], hist[col], label=name, lw=1.3)
+        ax.set_xlabel("training step")
+        ax.set_ylabel(col.replace("_", " "))
+        ax.set_title(col.replace("_", " "))
+    handles, names = axes[0][0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, names, loc="upper center", ncol=len(names), bbox_to_anchor=(0.5, 1.08))
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_bars(frame: pd.DataFrame, columns: Sequence[str], *, k: int | None = None):
+    """Accuracy metrics (fractions) per model as grouped bars, in percent."""
+    long = frame.melt(id_vars="model", value_vars=list(columns), var_name="metric", value_name="v")
+    long["v"] = 100 * long["v"]
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    sns.barplot(data=long, x="model", y="v", hue="metric", ax=ax)
+    ax.set_ylabel("held-out problems solved (%)")
+    ax.set_xlabel("model")
+    ax.set_ylim(0, 100)
+    ax.set_title("Accuracy on the held-out split" + (f" (k = {k})" if k else ""))
+    fig.tight_layout()
+    return fig
+
+
+def format_shares(frame: pd.DataFrame, formats: Sequence[str], *, x: str = "model"):
+    """Stacked shares of each solution format per model (or checkpoint), in percent."""
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    bottom = np.zeros(len(frame))
+    labels = frame[x].astype(str)
+    for fmt, color in zip(formats, sns.color_palette("Set2", len(formats)), strict=True):
+        vals = 100 * frame[fmt].to_numpy(dtype=float)
+        ax.bar(labels, vals, bottom=bottom, label=fmt, color=color)
+        bottom += vals
+    ax.set_ylabel("share of greedy answers (%)")
+    ax.set_xlabel(x)
+    ax.set_ylim(0, 100)
+    ax.legend(title="format", bbox_to_anchor=(1.01, 1), loc="upper left")
+    ax.set_title("Solution format of the greedy answers")
+    fig.tight_layout()
+    return fig
+
+
+def dynamics(frame: pd.DataFrame, metrics: Sequence[str], *, run_col: str = "run"):
+    """Metrics against the training step, one panel per metric, one line per run (log-spaced steps)."""
+    fig, axes = plt.subplots(
+        1, len(metrics), figsize=(3.8 * len(metrics), 3.4), squeeze=False, sharex=True
+    )
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        sns.lineplot(data=frame, x="step", y=metric, hue=run_col, marker="o", ax=ax)
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_xlabel("training step (symlog)")
+        ax.set_ylabel(metric.replace("_", " "))
+        ax.set_title(metric.replace("_", " "))
+    fig.tight_layout()
+    return fig
+
+
+def faithfulness_scatter(eap: np.ndarray, exact: np.ndarray, *, title: str = ""):
+    """EAP's linear estimate against the exact loss change of ablating each edge (symlog axes)."""
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    ax.scatter(exact, eap, s=14, alpha=0.7)
+    lim = float(np.nanmax(np.abs(np.concatenate([eap, exact])))) * 1.1
+    ax.plot([-lim, lim], [-lim, lim], color="grey", lw=0.8, ls="--", label="y = x")
+    lin = max(lim * 1e-3, 1e-8)
+    ax.set_xscale("symlog", linthresh=lin)
+    ax.set_yscale("symlog", linthresh=lin)
+    ax.set_xlabel("exact Δ loss when the edge is ablated (nats)")
+    ax.set_ylabel("EAP score (nats)")
+    ax.set_title(title or "EAP against exact edge ablation")
+    ax.legend()
+    fig.tight_layout()
+    return fig
