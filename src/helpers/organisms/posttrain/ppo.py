@@ -1,0 +1,189 @@
+"""PPO for a causal LM (ours: TRL 1.16 has none), in the InstructGPT / OpenRLHF form.
+
+Per step: sample `group_size` completions for each of `batch_size` prompts; the reward of token t is
+``-kl_coef * KL_t(pi_old || pi_ref)`` plus the task reward on the completion's last token; a
+separate critic (the base's backbone plus a zero-initialised linear value head) gives V_t; GAE gives
+advantages (whitened) and returns; then `ppo_epochs` passes of minibatch updates of the clipped
+surrogate (policy) and the clipped value loss (critic), each with its own AdamW.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import random
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from helpers.organisms.posttrain.checkpoints import save_model_dir, step_dir
+from helpers.organisms.posttrain.config import PostTrainConfig, TrainLog
+from helpers.organisms.posttrain.expert_iteration import prompt_stream
+from helpers.organisms.posttrain.losses import (
+    clipped_surrogate,
+    clipped_value_loss,
+    gae,
+    kl_estimate,
+    masked_mean,
+    masked_whiten,
+)
+from helpers.organisms.posttrain.rl import (
+    RewardFn,
+    ScoredRollout,
+    collect,
+    last_token_index,
+    lr_lambda,
+    minibatches,
+    trim,
+)
+from helpers.organisms.posttrain.rollout import token_logprobs
+from helpers.organisms.posttrain.sft import check_pairs, frozen_copy
+
+
+class ValueModel(nn.Module):
+    """Critic: a copy of the policy's backbone with a scalar head on the last hidden state."""
+
+    def __init__(self, policy: PreTrainedModel):
+        super().__init__()
+        self.backbone = copy.deepcopy(getattr(policy, policy.base_model_prefix))
+        self.head = nn.Linear(policy.config.hidden_size, 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+        self.to(policy.device)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Value of every prefix: [N, L] (position t: state after reading tokens 0..t)."""
+        hidden = self.backbone(
+            input_ids=input_ids, attention_mask=attention_mask, use_cache=False
+        ).last_hidden_state
+        return self.head(hidden).squeeze(-1).float()
+
+
+def token_rewards(
+    batch: ScoredRollout, kl_coef: float, estimator: str = "k1"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token rewards [N, L-1]: -kl_coef * KL estimate, plus the task score on each last token.
+
+    Returns (rewards, per-token KL estimate), both 0 outside the completion mask.
+    """
+    kl = kl_estimate(batch.old_logp, batch.ref_logp, estimator) * batch.mask
+    rewards = -kl_coef * kl
+    rows = torch.arange(rewards.shape[0], device=rewards.device)
+    rewards[rows, last_token_index(batch.mask)] += batch.scores
+    return rewards * batch.mask, kl
+
+
+def ppo(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    golds: Sequence[int],
+    reward_fn: RewardFn,
+    cfg: PostTrainConfig,
+    checkpoint_dir: str | os.PathLike | None = None,
+) -> TrainLog:
+    """Train `model` in place with PPO for `cfg.steps` rollout batches; see the module docstring."""
+    check_pairs(prompts, golds, "golds")
+    start = time.perf_counter()
+    log = TrainLog(algorithm="ppo", config=cfg.to_dict())
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    was_training = model.training
+    ref = frozen_copy(model)
+    critic = ValueModel(model)
+    policy_opt = torch.optim.AdamW(
+        model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+    )
+    critic_opt = torch.optim.AdamW(
+        critic.parameters(), lr=cfg.critic_lr, weight_decay=cfg.weight_decay
+    )
+    schedule = lr_lambda(cfg)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    stream = prompt_stream(len(prompts), cfg.seed)
+    bar = tqdm(range(1, cfg.steps + 1), desc="ppo")
+    for step in bar:
+        for opt, lr in ((policy_opt, cfg.learning_rate), (critic_opt, cfg.critic_lr)):
+            for group in opt.param_groups:
+                group["lr"] = lr * schedule(step - 1)
+        idx = [next(stream) for _ in range(cfg.batch_size)]
+        batch = collect(
+            model,
+            ref,
+            tokenizer,
+            [prompts[i] for i in idx],
+            [golds[i] for i in idx],
+            reward_fn,
+            cfg,
+            seed=cfg.seed * 1_000_003 + step,
+        )
+        ro = batch.rollout
+        with torch.no_grad():
+            old_values = critic(ro.input_ids, ro.attention_mask)[:, :-1] * batch.mask
+        rewards, kl = token_rewards(batch, cfg.kl_coef, cfg.kl_estimator)
+        advantages, returns = gae(rewards, old_values, batch.mask, cfg.gamma, cfg.gae_lambda)
+        if cfg.whiten_advantages:
+            advantages = masked_whiten(advantages, batch.mask)
+
+        model.train()
+        critic.train()
+        stats = {"loss": [], "value_loss": [], "clip_fraction": [], "approx_kl": []}
+        for _ in range(cfg.ppo_epochs):
+            for mb in minibatches(len(ro), cfg.minibatch_size, gen):
+                ids, attn, mask, old_logp, adv, ret, old_v = trim(
+                    ro.attention_mask[mb],
+                    ro.input_ids[mb],
+                    ro.attention_mask[mb],
+                    batch.mask[mb],
+                    batch.old_logp[mb],
+                    advantages[mb],
+                    returns[mb],
+                    old_values[mb],
+                )
+                logp, _ = token_logprobs(model, ids, attn, cfg.temperature)
+                tok_loss, clipped, _ = clipped_surrogate(logp, old_logp, adv, mask, cfg.clip_range)
+                policy_loss = masked_mean(tok_loss, mask)
+                policy_opt.zero_grad(set_to_none=True)
+                policy_loss.backward()
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                policy_opt.step()
+
+                values = critic(ids, attn)[:, :-1]
+                value_loss = cfg.vf_coef * clipped_value_loss(
+                    values, old_v, ret, mask, cfg.value_clip_range
+                )
+                critic_opt.zero_grad(set_to_none=True)
+                value_loss.backward()
+                nn.utils.clip_grad_norm_(critic.parameters(), cfg.max_grad_norm)
+                critic_opt.step()
+
+                stats["loss"].append(float(policy_loss))
+                stats["value_loss"].append(float(value_loss))
+                stats["clip_fraction"].append(float(masked_mean(clipped.float(), mask)))
+                stats["approx_kl"].append(
+                    float(masked_mean(0.5 * (logp.detach() - old_logp) ** 2, mask))
+                )
+
+        row = {
+            "step": step,
+            **{k: sum(v) / len(v) for k, v in stats.items()},
+            "reward_mean": float(batch.scores.mean()),
+            "kl": float(masked_mean(kl, batch.mask)),
+            "kl_per_sequence": float((kl * batch.mask).sum(1).mean()),
+            "value_mean": float(masked_mean(old_values, batch.mask)),
+            "mean_length": float(ro.completion_lengths.float().mean()),
+            "terminated": float(ro.terminated.float().mean()),
+        }
+        log.history.append(row)
+        bar.set_postfix(reward=f"{row['reward_mean']:.3f}", kl=f"{row['kl']:.4f}")
+        if checkpoint_dir is not None and step in cfg.checkpoint_steps:
+            log.checkpoints.append(
+                str(save_model_dir(model, tokenizer, step_dir(Path(checkpoint_dir), step)))
+            )
+    model.train(was_training)
+    log.wall_time_s = time.perf_counter() - start
+    return log

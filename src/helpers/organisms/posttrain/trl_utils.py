@@ -1,0 +1,154 @@
+"""Glue between our `PostTrainConfig` and TRL's trainers: arguments, callbacks, clean-up.
+
+TRL defaults that are wrong for a ~1M-parameter char-level model on CPU are overridden here
+(bf16 and gradient checkpointing off, no reporting, no saving, one log per step).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Trainer,
+    TrainerCallback,
+    TrainerControl,
+    TrainerState,
+)
+from transformers.trainer_callback import ProgressCallback
+
+from helpers.organisms.posttrain.checkpoints import save_model_dir, step_dir
+from helpers.organisms.posttrain.config import PostTrainConfig
+from helpers.organisms.posttrain.losses import exact_kl, masked_mean
+
+
+def trainer_kwargs(cfg: PostTrainConfig, model: PreTrainedModel, output_dir: str) -> dict[str, Any]:
+    """Keyword arguments shared by SFTConfig, DPOConfig and GRPOConfig for one of our runs."""
+    if cfg.lr_scheduler == "constant":
+        scheduler = "constant_with_warmup" if cfg.warmup_steps else "constant"
+    else:
+        scheduler = "linear"
+    return {
+        "output_dir": output_dir,
+        "max_steps": cfg.steps,
+        "learning_rate": cfg.learning_rate,
+        "lr_scheduler_type": scheduler,
+        "warmup_steps": cfg.warmup_steps,
+        "weight_decay": cfg.weight_decay,
+        "max_grad_norm": cfg.max_grad_norm,
+        "optim": "adamw_torch",
+        "seed": cfg.seed,
+        "data_seed": cfg.seed,
+        "report_to": "none",
+        "save_strategy": "no",
+        "logging_strategy": "steps",
+        "logging_steps": 1,
+        "bf16": False,
+        "fp16": False,
+        "gradient_checkpointing": False,
+        "use_cpu": model.device.type == "cpu",
+        "dataloader_num_workers": 0,
+        "disable_tqdm": False,
+    }
+
+
+def restore_forward(model: torch.nn.Module) -> None:
+    """Undo TRL's fused-LM-head patch (an instance-level `forward`), so the model is plain again."""
+    if "forward" in vars(model):
+        del model.forward
+
+
+@torch.no_grad()
+def reference_kl(
+    model: torch.nn.Module,
+    ref_model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    completion_mask: torch.Tensor,
+) -> float:
+    """Mean exact per-token KL(model || ref_model) over the completion positions of fixed sequences."""
+    was_training = model.training
+    model.eval()
+    try:
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+        ref_logits = ref_model(
+            input_ids=input_ids, attention_mask=attention_mask, use_cache=False
+        ).logits
+    finally:
+        model.train(was_training)
+    kl = exact_kl(logits[:, :-1], ref_logits[:, :-1])
+    return float(masked_mean(kl, completion_mask[:, 1:]))
+
+
+class HistoryCallback(TrainerCallback):
+    """Collect TRL's per-step logs into our history rows, renaming keys via `key_map`."""
+
+    def __init__(self, key_map: Mapping[str, str], defaults: Mapping[str, Any] | None = None):
+        self.key_map = dict(key_map)
+        self.defaults = dict(defaults or {})
+        self.rows: dict[int, dict[str, Any]] = {}
+
+    def row(self, step: int) -> dict[str, Any]:
+        """The history row of `step`, created on first use."""
+        return self.rows.setdefault(step, {"step": step, **self.defaults})
+
+    def on_log(self, args, state: TrainerState, control: TrainerControl, logs=None, **kwargs):
+        if not logs or "train_runtime" in logs:
+            return
+        row = self.row(state.global_step)
+        for src, dst in self.key_map.items():
+            if src in logs:
+                row[dst] = float(logs[src])
+
+    def history(self) -> list[dict[str, Any]]:
+        """Rows sorted by step."""
+        return [self.rows[s] for s in sorted(self.rows)]
+
+
+class StepHookCallback(TrainerCallback):
+    """Run each `hook(model, step)` after every optimiser step (KL probes, checkpoints)."""
+
+    def __init__(self, *hooks: Callable[[torch.nn.Module, int], None]):
+        self.hooks = hooks
+
+    def on_step_end(self, args, state: TrainerState, control: TrainerControl, model=None, **kwargs):
+        for hook in self.hooks:
+            hook(model, state.global_step)
+
+
+def checkpoint_hook(
+    tokenizer: PreTrainedTokenizerBase,
+    steps: tuple[int, ...],
+    checkpoint_dir: str | os.PathLike | None,
+    saved: list[str],
+    step_offset: int = 0,
+) -> Callable[[torch.nn.Module, int], None]:
+    """A step hook saving the model at each of `steps` (global step = trainer step + offset)."""
+
+    def hook(model: torch.nn.Module, step: int) -> None:
+        global_step = step + step_offset
+        if checkpoint_dir is not None and global_step in steps:
+            saved.append(
+                str(save_model_dir(model, tokenizer, step_dir(Path(checkpoint_dir), global_step)))
+            )
+
+    return hook
+
+
+class _QuietProgressCallback(ProgressCallback):
+    """TRL's progress bar without printing every log dict (one per step at logging_steps=1)."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        return
+
+
+def quiet_progress(trainer: Trainer) -> Trainer:
+    """Keep the trainer's tqdm bar but stop it echoing each step's logs."""
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(_QuietProgressCallback())
+    return trainer
