@@ -112,6 +112,7 @@ def metric_intervals(table: pd.DataFrame, *, title: str = ""):
     ax.axvline(0, color="black", lw=0.8)
     ax.set_yticks(y, [f"{m} (claim: {c})" for m, c in zip(t["metric"], t["claimed"], strict=True)])
     ax.set_xlabel("relative change, tuned vs base (%), with bootstrap 95% interval")
+    ax.set_ylabel("metric")
     ax.set_title(title or "Change of each metric (green: in the study's direction)")
     fig.tight_layout()
     return fig
