@@ -1,0 +1,346 @@
+"""One base/tuned pair, end to end: answers, selection, EAP at each alpha, metric tables.
+
+The pair-analysis notebook is a few calls into this module: `load_pair`, `evaluate_pair`,
+`score_pair`, and `save_results`. Scores are cached on disk by content (weights, inputs,
+positions), so re-running a notebook with an extra alpha only computes what is new.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from helpers.eap import EdgeScores, edge_scores
+from helpers.evaluation import (
+    GenerationSettings,
+    ModelBatch,
+    Selection,
+    evaluate_model,
+    load_items,
+    select_questions,
+)
+from helpers.evaluation.cache import model_fingerprint
+from helpers.stats import compare
+
+REPO = Path(__file__).resolve().parents[2]
+RESULTS_DIR = REPO / "data" / "results"
+SCORES_DIR = REPO / "data" / "scores"
+ORGANISM_PREFIX = "organism:"
+
+
+def load_model(
+    ref: str,
+    *,
+    revision: str | None = None,
+    dtype: str = "float32",
+    device: str | None = None,
+    trust_remote_code: bool = False,
+) -> tuple[Any, Any]:
+    """(model, tokenizer) for `organism:<name or checkpoint path>`, a local folder or a hub id.
+
+    Hub models load from safetensors, at the pinned `revision`, without remote code unless asked.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch_dtype = getattr(torch, dtype)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if ref.startswith(ORGANISM_PREFIX):
+        from helpers.organisms.registry import ORGANISMS_DIR, load_organism
+
+        name = ref.removeprefix(ORGANISM_PREFIX)
+        target = name if "/" not in name else ORGANISMS_DIR / name
+        model, tokenizer = load_organism(target, dtype=torch_dtype)
+    else:
+        kwargs = {"revision": revision, "trust_remote_code": trust_remote_code}
+        tokenizer = AutoTokenizer.from_pretrained(ref, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(
+            ref, dtype=torch_dtype, use_safetensors=True, **kwargs
+        )
+    return model.to(device).eval(), tokenizer
+
+
+@dataclass
+class PairRecords:
+    """Graded greedy answers of both models on the same items."""
+
+    base: pd.DataFrame
+    tuned: pd.DataFrame
+
+    def summary(self) -> pd.DataFrame:
+        """Accuracy, mean answer length and unfinished answers, per model."""
+        rows = []
+        for name, frame in (("base", self.base), ("tuned", self.tuned)):
+            rows.append(
+                {
+                    "model": name,
+                    "questions": len(frame),
+                    "accuracy": float(frame["correct"].mean()),
+                    "mean answer tokens": float(frame["answer_len"].mean()),
+                    "unfinished": int((~frame["finished"].astype(bool)).sum()),
+                }
+            )
+        both = self.base.set_index("id")["correct"] & self.tuned.set_index("id")["correct"]
+        out = pd.DataFrame(rows).set_index("model")
+        out.attrs["both_correct"] = int(both.sum())
+        return out
+
+
+def evaluate_pair(
+    base: tuple[Any, Any],
+    tuned: tuple[Any, Any],
+    *,
+    dataset: str,
+    template: str,
+    max_new_tokens: int,
+    n_items: int | None = None,
+    data_path: str | None = None,
+    batch_size: int = 16,
+    names: tuple[str, str] = ("base", "tuned"),
+    cache_dir: Path | None = None,
+) -> PairRecords:
+    """Greedy answers of both models to the dataset's items, graded, from the cache when present.
+
+    `names` label the models in the cache (pass their references); the cache key itself holds a
+    fingerprint of the weights, so two models never share an entry.
+    """
+    items = load_items(dataset, path=data_path, n=n_items)
+    settings = GenerationSettings(max_new_tokens=max_new_tokens, batch_size=batch_size)
+    out = []
+    for (model, tokenizer), name in zip((base, tuned), names, strict=True):
+        out.append(
+            evaluate_model(
+                model,
+                tokenizer,
+                items,
+                dataset=dataset,
+                template=template,
+                settings=settings,
+                model_name=name,
+                cache_dir=cache_dir,
+            )
+        )
+    return PairRecords(*out)
+
+
+def _batch_key(model: Any, batch: ModelBatch, positions: str) -> str:
+    h = hashlib.sha256()
+    h.update(model_fingerprint(model).encode())
+    for t in (batch.input_ids, batch.attention_mask, batch.labels):
+        h.update(t.cpu().numpy().tobytes())
+    h.update(positions.encode())
+    return h.hexdigest()[:24]
+
+
+def _save_scores(path: Path, scores: EdgeScores) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    torch.save(
+        {
+            "scores": scores.scores,
+            "sources": scores.sources,
+            "targets": scores.targets,
+            "mask": scores.mask,
+            "loss": scores.loss,
+            "positions": scores.positions,
+        },
+        tmp,
+    )
+    os.replace(tmp, path)
+
+
+def _concat(parts: list[EdgeScores]) -> EdgeScores:
+    first = parts[0]
+    return EdgeScores(
+        scores=torch.cat([p.scores for p in parts]),
+        sources=first.sources,
+        targets=first.targets,
+        mask=first.mask,
+        loss=torch.cat([p.loss for p in parts]),
+        positions=first.positions,
+    )
+
+
+def score_batch(
+    model: Any,
+    batch: ModelBatch,
+    *,
+    chunk: int = 16,
+    positions: str = "all",
+    cache_dir: Path | None = None,
+    use_cache: bool = True,
+    desc: str = "EAP",
+) -> EdgeScores:
+    """`edge_scores` over a selection's batch in chunks, cached by (weights, inputs, positions).
+
+    The cache lives in `cache_dir` (default `data/scores/`, git-ignored).
+    """
+    path = None
+    if use_cache:
+        path = Path(cache_dir or SCORES_DIR) / f"{_batch_key(model, batch, positions)}.pt"
+        if path.is_file():
+            return EdgeScores(**torch.load(path, weights_only=False))
+    device = next(model.parameters()).device
+    parts = []
+    n = batch.input_ids.shape[0]
+    for start in tqdm(range(0, n, chunk), desc=desc, leave=False):
+        sl = slice(start, start + chunk)
+        ids, mask, labels = (t[sl] for t in (batch.input_ids, batch.attention_mask, batch.labels))
+        width = int(mask.sum(-1).max())  # right-padded: drop all-padding columns of this chunk
+        parts.append(
+            edge_scores(
+                model,
+                ids[:, :width].to(device),
+                mask[:, :width].to(device),
+                labels[:, :width].to(device),
+                positions=positions,
+            )
+        )
+    scores = _concat(parts)
+    if path is not None:
+        _save_scores(path, scores)
+    return scores
+
+
+@dataclass
+class AlphaResult:
+    """Selection, both models' scores and the paired metric table at one alpha."""
+
+    alpha: float
+    selection: Selection
+    base: EdgeScores
+    tuned: EdgeScores
+    table: pd.DataFrame
+
+
+@dataclass
+class PairAnalysis:
+    """Everything a pair page shows."""
+
+    name: str
+    records: PairRecords
+    alphas: dict[float, AlphaResult] = field(default_factory=dict)
+
+    def metric_table(self) -> pd.DataFrame:
+        """All alphas' metric rows, with the pair's name and alpha as columns."""
+        frames = []
+        for alpha, res in self.alphas.items():
+            t = res.table.copy()
+            t.insert(0, "alpha", alpha)
+            t.insert(0, "pair", self.name)
+            t["t_cut"] = res.selection.t_cut
+            frames.append(t)
+        return pd.concat(frames, ignore_index=True)
+
+
+def score_pair(
+    name: str,
+    base: tuple[Any, Any],
+    tuned: tuple[Any, Any],
+    records: PairRecords,
+    *,
+    alphas: list[float],
+    n_questions: int = 100,
+    beta: float = 0.5,
+    gamma: float = 1.5,
+    delta: float = 0.5,
+    seed: int = 42,
+    reference: str = "code",
+    positions: str = "all",
+    chunk: int = 16,
+    n_boot: int = 2000,
+    bins: int = 100,
+) -> PairAnalysis:
+    """Select questions and T_cut at each alpha, score both models with EAP, compare them."""
+    out = PairAnalysis(name, records)
+    pad_id = base[1].pad_token_id if base[1].pad_token_id is not None else 0
+    for alpha in alphas:
+        sel = select_questions(
+            records.base,
+            records.tuned,
+            n=n_questions,
+            alpha=alpha,
+            beta=beta,
+            gamma=gamma,
+            delta=delta,
+            seed=seed,
+            reference=reference,
+            pad_id=pad_id,
+        )
+        sb = score_batch(
+            base[0],
+            sel.batches["base"],
+            chunk=chunk,
+            positions=positions,
+            desc=f"EAP base a={alpha}",
+        )
+        st = score_batch(
+            tuned[0],
+            sel.batches["tuned"],
+            chunk=chunk,
+            positions=positions,
+            desc=f"EAP tuned a={alpha}",
+        )
+        table = compare(sb, st, n_boot=n_boot, bins=bins, seed=seed)
+        out.alphas[alpha] = AlphaResult(alpha, sel, sb, st, table)
+    return out
+
+
+def save_results(analysis: PairAnalysis, params: dict[str, Any], root: Path = RESULTS_DIR) -> Path:
+    """Write the pair's metric table (CSV) and selection summary (JSON) for the summary page."""
+    folder = root / analysis.name
+    folder.mkdir(parents=True, exist_ok=True)
+    table = analysis.metric_table()
+    _atomic_text(folder / "metrics.csv", table.to_csv(index=False))
+    summary = {
+        "pair": analysis.name,
+        "parameters": params,
+        "generation": analysis.records.summary().reset_index().to_dict(orient="records"),
+        "selection": {
+            str(a): {
+                "t_cut": r.selection.t_cut,
+                "refer": r.selection.refer,
+                "counts": r.selection.counts,
+            }
+            for a, r in analysis.alphas.items()
+        },
+    }
+    _atomic_text(folder / "summary.json", json.dumps(summary, indent=2, default=str))
+    return folder
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def load_results(root: Path = RESULTS_DIR) -> pd.DataFrame:
+    """Every saved pair's metric rows, for the summary page (empty frame if none)."""
+    frames = [pd.read_csv(p) for p in sorted(root.glob("*/metrics.csv"))]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def selection_table(analysis: PairAnalysis) -> pd.DataFrame:
+    """Per alpha: filter counts, reference length and T_cut."""
+    rows = []
+    for alpha, res in analysis.alphas.items():
+        rows.append(
+            {
+                "alpha": alpha,
+                "refer": res.selection.refer,
+                "T_cut": res.selection.t_cut,
+                **res.selection.counts,
+            }
+        )
+    return pd.DataFrame(rows).set_index("alpha")

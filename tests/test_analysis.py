@@ -1,0 +1,86 @@
+"""The pair analysis runs end to end on tiny models, caches its scores, and saves its tables."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from helpers import analysis
+from helpers.organisms.tokenizer import build_tokenizer
+from helpers.tiny_models import tiny_model
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory):
+    tok = build_tokenizer()
+    base = (tiny_model("llama", vocab_size=len(tok), seed=1), tok)
+    tuned = (tiny_model("llama", vocab_size=len(tok), seed=2), tok)
+    cache = tmp_path_factory.mktemp("gens")
+    records = analysis.evaluate_pair(
+        base,
+        tuned,
+        dataset="organisms",
+        template="organism",
+        max_new_tokens=6,
+        n_items=10,
+        batch_size=5,
+        names=("tiny-1", "tiny-2"),
+        cache_dir=cache,
+    )
+    return base, tuned, records
+
+
+def test_evaluate_pair_summary(pair) -> None:
+    _, _, records = pair
+    summary = records.summary()
+    assert list(summary.index) == ["base", "tuned"]
+    assert (summary["questions"] == 10).all()
+    assert ((summary["mean answer tokens"] > 0) & (summary["mean answer tokens"] <= 6)).all()
+
+
+def test_score_pair_caches_and_saves(pair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    base, tuned, records = pair
+    # random models solve nothing: mark every answer correct so the selection has questions
+    for frame in (records.base, records.tuned):
+        frame["correct"] = True
+    monkeypatch.setattr(analysis, "SCORES_DIR", tmp_path / "scores")
+    calls = []
+    real = analysis.edge_scores
+    monkeypatch.setattr(analysis, "edge_scores", lambda *a, **k: calls.append(1) or real(*a, **k))
+
+    def run() -> analysis.PairAnalysis:
+        return analysis.score_pair(
+            "tiny",
+            base,
+            tuned,
+            records,
+            alphas=[0.5, 1.0],
+            n_questions=6,
+            chunk=4,
+            n_boot=50,
+            delta=10.0,
+            beta=0.0,
+            gamma=10.0,
+        )
+
+    result = run()
+    first_calls = len(calls)
+    assert first_calls == 8  # two alphas x two models x two chunks of at most 4 questions
+    assert len(list((tmp_path / "scores").glob("*.pt"))) == 4
+    again = run()
+    assert len(calls) == first_calls  # every score came from the cache
+    torch.testing.assert_close(again.alphas[0.5].tuned.scores, result.alphas[0.5].tuned.scores)
+    table = result.metric_table()
+    assert set(table["alpha"]) == {0.5, 1.0}
+    assert set(table["metric"]) >= {"intensity", "kurtosis", "diversity"}
+    res = result.alphas[1.0]
+    n = len(res.selection.ids)
+    assert res.base.scores.shape[0] == n == res.tuned.scores.shape[0]
+    assert torch.isfinite(res.base.scores).all()
+
+    folder = analysis.save_results(result, {"alphas": [0.5, 1.0]}, root=tmp_path / "results")
+    saved = pd.read_csv(folder / "metrics.csv")
+    assert len(saved) == len(table)
+    loaded = analysis.load_results(tmp_path / "results")
+    assert list(loaded["pair"].unique()) == ["tiny"]
