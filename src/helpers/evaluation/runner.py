@@ -1,0 +1,220 @@
+"""Evaluate a model on a test set: prompts -> cached greedy generations -> grades, as a DataFrame."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+from helpers.evaluation.cache import (
+    DEFAULT_CACHE_DIR,
+    CacheKey,
+    GenerationCache,
+    model_fingerprint,
+    tokenizer_fingerprint,
+)
+from helpers.evaluation.datasets import Item
+from helpers.evaluation.generation import (
+    Generation,
+    generate_transformers,
+    generate_vllm,
+    resolve_backend,
+    stop_token_ids,
+)
+from helpers.evaluation.grading import grade_answers, grader_for
+from helpers.evaluation.prompts import encode_prompt
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Greedy generation settings. `dtype` None means the in-memory model's dtype (bfloat16 when
+    vLLM or transformers loads the model by name); `stop_token_ids` None means EOS of tokenizer
+    and generation config. `batch_size` is the transformers batch / vLLM chunk size."""
+
+    max_new_tokens: int
+    batch_size: int = 8
+    backend: str = "auto"
+    dtype: str | None = None
+    stop_token_ids: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1 or self.batch_size < 1:
+            raise ValueError("max_new_tokens and batch_size must be >= 1")
+
+
+ModelLike = PreTrainedModel | str | Path
+
+
+def _load_transformers(model: str | Path, revision: str | None, dtype: str) -> PreTrainedModel:
+    from transformers import AutoModelForCausalLM
+
+    loaded = AutoModelForCausalLM.from_pretrained(
+        str(model), revision=revision, dtype=getattr(torch, dtype)
+    )
+    return loaded.to("cuda" if torch.cuda.is_available() else "cpu").eval()
+
+
+def _stop_ids(
+    settings: GenerationSettings,
+    tokenizer: PreTrainedTokenizerBase,
+    model: ModelLike,
+    revision: str | None,
+) -> tuple[int, ...]:
+    if settings.stop_token_ids is not None:
+        return tuple(sorted(settings.stop_token_ids))
+    if isinstance(model, PreTrainedModel):
+        return stop_token_ids(tokenizer, model.generation_config)
+    try:
+        config = GenerationConfig.from_pretrained(str(model), revision=revision)
+    except OSError:  # no generation_config.json: the tokenizer's EOS alone
+        config = None
+    return stop_token_ids(tokenizer, config)
+
+
+def generate_cached(
+    model: ModelLike,
+    tokenizer: PreTrainedTokenizerBase,
+    items: Sequence[Item],
+    *,
+    dataset: str,
+    template: str,
+    settings: GenerationSettings,
+    cache_dir: str | Path | None = None,
+    model_name: str | None = None,
+    revision: str | None = None,
+    on_batch: Callable[[pd.DataFrame], None] | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Greedy answers to `items`, generating only the ids missing from the cache.
+
+    `model` is an in-memory transformers model, a local folder or a hub id (vLLM needs one of the
+    last two). Each finished batch is saved before `on_batch(rows)` runs, so an interruption loses
+    at most the batch in flight. A cached row whose prompt ids differ from today's prompt (the
+    question text changed under the same id) is regenerated. Returns one row per item, in order:
+    id, question, gold, prompt_ids, answer_ids, finished, answer_len, text; `attrs` holds
+    `n_generated` and `cache_path`.
+    """
+    if not items:
+        raise ValueError("no items to generate for")
+    backend = resolve_backend(settings.backend, model)
+    if backend == "vllm" and isinstance(model, PreTrainedModel):
+        raise ValueError("vLLM loads models itself: pass a hub id or a local folder, not a model")
+    name = model_name or (
+        str(model) if not isinstance(model, PreTrainedModel) else model.name_or_path or "model"
+    )
+    if isinstance(model, PreTrainedModel):
+        dtype = str(model.dtype).removeprefix("torch.")
+    else:
+        dtype = settings.dtype or "bfloat16"
+    cache_root = Path(cache_dir) if cache_dir is not None else None
+    memo = (cache_root or DEFAULT_CACHE_DIR) / "weights_sha256.json"
+    stop_ids = _stop_ids(settings, tokenizer, model, revision)
+    key = CacheKey(
+        model=name,
+        model_fingerprint=model_fingerprint(model, revision=revision, memo_path=memo),
+        tokenizer_fingerprint=tokenizer_fingerprint(tokenizer),
+        dataset=dataset,
+        template=template,
+        max_new_tokens=settings.max_new_tokens,
+        dtype=dtype,
+        stop_token_ids=stop_ids,
+        backend=backend,
+    )
+    cache = GenerationCache(key, cache_root)
+    cache.write_sidecar()
+    prompts = [encode_prompt(template, item.question, tokenizer) for item in items]
+    cached = cache.load().set_index("id")
+    todo = [
+        i
+        for i, item in enumerate(items)
+        if item.id not in cached.index or list(cached.at[item.id, "prompt_ids"]) != prompts[i]
+    ]
+
+    def save(batch: list[int], gens: list[Generation]) -> None:
+        rows = pd.DataFrame(
+            {
+                "id": [items[todo[j]].id for j in batch],
+                "prompt_ids": [g.prompt_ids for g in gens],
+                "answer_ids": [g.answer_ids for g in gens],
+                "finished": [g.finished for g in gens],
+            }
+        )
+        cache.append(rows)
+        if on_batch is not None:
+            on_batch(rows)
+
+    if todo:
+        todo_prompts = [prompts[i] for i in todo]
+        if backend == "vllm":
+            generate_vllm(
+                str(model),
+                todo_prompts,
+                max_new_tokens=settings.max_new_tokens,
+                stop_ids=stop_ids,
+                dtype=dtype,
+                revision=revision,
+                chunk_size=settings.batch_size,
+                on_batch=save,
+                progress=progress,
+            )
+        else:
+            hf_model = (
+                model
+                if isinstance(model, PreTrainedModel)
+                else _load_transformers(model, revision, dtype)
+            )
+            pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
+            generate_transformers(
+                hf_model,
+                todo_prompts,
+                max_new_tokens=settings.max_new_tokens,
+                stop_ids=stop_ids,
+                pad_id=pad_id,
+                batch_size=settings.batch_size,
+                on_batch=save,
+                progress=progress,
+            )
+    rows = cache.compact().set_index("id")
+    cache.write_sidecar(
+        {"n_rows": len(rows), "updated": dt.datetime.now(dt.timezone.utc).isoformat()}
+    )
+    ids = [item.id for item in items]
+    out = rows.loc[ids].reset_index()
+    out.insert(1, "question", [item.question for item in items])
+    out.insert(2, "gold", [item.answer for item in items])
+    out["answer_len"] = [len(a) for a in out["answer_ids"]]
+    out["text"] = tokenizer.batch_decode(list(out["answer_ids"]), skip_special_tokens=False)
+    out.attrs["n_generated"] = len(todo)
+    out.attrs["cache_path"] = str(cache.path)
+    return out
+
+
+def evaluate_model(
+    model: ModelLike,
+    tokenizer: PreTrainedTokenizerBase,
+    items: Sequence[Item],
+    *,
+    dataset: str,
+    template: str,
+    settings: GenerationSettings,
+    grader: str | None = None,
+    **kwargs: object,
+) -> pd.DataFrame:
+    """`generate_cached` plus grading: adds `correct` and `pred` (grader defaults by dataset)."""
+    out = generate_cached(
+        model, tokenizer, items, dataset=dataset, template=template, settings=settings, **kwargs
+    )
+    grades = grade_answers(
+        list(out["text"]),
+        list(out["gold"]),
+        grader=grader or grader_for(dataset),
+        progress=bool(kwargs.get("progress", True)),
+    )
+    out["correct"] = [g.correct for g in grades]
+    out["pred"] = [g.pred for g in grades]
+    return out
