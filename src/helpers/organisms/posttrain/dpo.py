@@ -168,11 +168,11 @@ def dpo(
             processing_class=tokenizer,
             callbacks=[
                 history,
-                StepHookCallback(kl_hook),
                 StepHookCallback(
+                    kl_hook,
                     checkpoint_hook(
                         tokenizer, cfg.checkpoint_steps, checkpoint_dir, log.checkpoints
-                    )
+                    ),
                 ),
             ],
         )

@@ -134,7 +134,7 @@ def _grpo_native(
                     / n_seq
                 )
                 loss.backward()
-                losses.append(float(loss))
+                losses.append(loss.item())
                 kls.append(float(masked_mean(kl.detach(), mask)) * len(mb) / n_seq)
             nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             opt.step()

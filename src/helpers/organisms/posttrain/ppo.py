@@ -161,8 +161,8 @@ def ppo(
                 nn.utils.clip_grad_norm_(critic.parameters(), cfg.max_grad_norm)
                 critic_opt.step()
 
-                stats["loss"].append(float(policy_loss))
-                stats["value_loss"].append(float(value_loss))
+                stats["loss"].append(policy_loss.item())
+                stats["value_loss"].append(value_loss.item())
                 stats["clip_fraction"].append(float(masked_mean(clipped.float(), mask)))
                 stats["approx_kl"].append(
                     float(masked_mean(0.5 * (logp.detach() - old_logp) ** 2, mask))

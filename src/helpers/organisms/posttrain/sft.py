@@ -94,7 +94,8 @@ def run_sft(
     callbacks = [
         history,
         StepHookCallback(
-            kl_hook, checkpoint_hook(tokenizer, cfg.checkpoint_steps, checkpoint_dir, saved, step_offset)
+            kl_hook,
+            checkpoint_hook(tokenizer, cfg.checkpoint_steps, checkpoint_dir, saved, step_offset),
         ),
     ]
     run_cfg = cfg if seed is None else _with(cfg, seed=seed)
