@@ -300,6 +300,7 @@ def save_results(analysis: PairAnalysis, params: dict[str, Any], root: Path = RE
     folder = root / analysis.name
     folder.mkdir(parents=True, exist_ok=True)
     table = analysis.metric_table()
+    table.insert(1, "algorithm", params.get("algorithm", ""))
     _atomic_text(folder / "metrics.csv", table.to_csv(index=False))
     summary = {
         "pair": analysis.name,

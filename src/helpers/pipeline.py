@@ -179,12 +179,17 @@ def provenance_cell(job: Job, key: str, seconds: float) -> nbformat.NotebookNode
 
 
 def _finalise(nb: nbformat.NotebookNode, job: Job, key: str, seconds: float) -> None:
-    """Hide the parameter cells, put the provenance block first, record the key."""
+    """Title the page, hide the parameter cells, put the provenance block first, record the key."""
     for cell in nb.cells:
         tags = cell.metadata.setdefault("tags", [])
         if ("parameters" in tags or "injected-parameters" in tags) and "remove-cell" not in tags:
             tags.append("remove-cell")
-    insert_at = 1 if nb.cells and nb.cells[0].cell_type == "markdown" else 0
+    first = nb.cells[0] if nb.cells else None
+    if job.title and first is not None and first.cell_type == "markdown":
+        lines = first.source.split("\n")
+        if lines[0].startswith("# "):
+            first.source = "\n".join([f"# {job.title}", *lines[1:]])
+    insert_at = 1 if first is not None and first.cell_type == "markdown" else 0
     nb.cells.insert(insert_at, provenance_cell(job, key, seconds))
     nb.metadata[META_KEY] = {"key": key, "parameters": job.parameters, "commit": git_commit()}
     nb.metadata.get("papermill", {}).pop("input_path", None)
