@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from transformers import GenerationConfig
 
 from helpers.evaluation.generation import (
     generate_transformers,
@@ -129,3 +130,30 @@ def test_batch_size_invariance_across_families(organism, family):
         for bs in (1, 8)
     ]
     assert runs[0] == runs[1]
+
+
+def test_checkpoint_generation_config_does_not_leak_into_greedy(organism):
+    """A checkpoint's repetition penalty etc. must not alter pure greedy answers."""
+    model, _, prompts = organism
+    clean = generate_transformers(
+        model, prompts[:4], max_new_tokens=10, stop_ids=[2], pad_id=0, progress=False
+    )
+    saved = model.generation_config
+    model.generation_config = GenerationConfig(
+        repetition_penalty=3.0, no_repeat_ngram_size=1, suppress_tokens=[5, 6, 7]
+    )
+    try:
+        noisy = generate_transformers(
+            model, prompts[:4], max_new_tokens=10, stop_ids=[2], pad_id=0, progress=False
+        )
+        assert model.generation_config.repetition_penalty == 3.0  # restored after the call
+        # Plain `generate` with the same explicit settings does pick up the checkpoint's knobs.
+        ids, mask = left_pad(prompts[:1], pad_id=0)
+        greedy = GenerationConfig(
+            do_sample=False, max_new_tokens=10, eos_token_id=[2], pad_token_id=0
+        )
+        leaked = model.generate(input_ids=ids, attention_mask=mask, generation_config=greedy)
+    finally:
+        model.generation_config = saved
+    assert noisy == clean
+    assert trim_answer(leaked[0, ids.shape[1] :].tolist(), [2])[0] != clean[0].answer_ids

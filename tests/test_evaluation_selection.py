@@ -142,3 +142,5 @@ def test_errors_report_filter_counts():
         select_questions(records(0), records(1), reference="median")
     with pytest.raises(ValueError, match="t_cut"):
         truncation_batch([[1]], [[2]], 0, pad_id=0)
+    with pytest.raises(ValueError, match="empty"):
+        truncation_batch([[1], [1]], [[2], []], 1, pad_id=0)

@@ -75,7 +75,7 @@ def weights_fingerprint(model_dir: str | Path, *, memo_path: Path | None = None)
     """SHA-256 over the content of a model folder's weight files and config.json.
 
     Each file's hash is memoised in `memo_path` (JSON) under (absolute path, size, mtime_ns), so a
-    re-run does not re-read unchanged multi-GB weights; the content, not the mtime, is what is keyed.
+    re-run does not re-read unchanged multi-GB weights; the content, not the mtime, is keyed.
     """
     model_dir = Path(model_dir).resolve()
     files = sorted(
@@ -123,8 +123,8 @@ def model_fingerprint(
             return "sha256:" + weights_fingerprint(model, memo_path=memo_path)
         if revision is None:
             warnings.warn(
-                f"no revision given for hub model {model!r}; the cache key uses 'main', which moves. "
-                "Pass revision=<commit sha> to pin it.",
+                f"no revision given for hub model {model!r}; the cache key uses 'main', "
+                "which moves. Pass revision=<commit sha> to pin it.",
                 stacklevel=2,
             )
         return f"{model}@{revision or 'main'}"

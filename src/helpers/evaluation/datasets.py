@@ -30,7 +30,7 @@ class Item:
 
 
 def last_boxed(text: str) -> str | None:
-    """Content of the last `\\boxed{...}` (or `\\fbox{...}`) in `text`, braces balanced; None if absent.
+    """Content of the last `\\boxed{...}` (or `\\fbox{...}`), braces balanced; None if absent.
 
     Also accepts the brace-less form `\\boxed 5` (content up to the next space or `$`).
     """
@@ -179,7 +179,7 @@ def load_items(
     n: int | None = None,
     seed: int = 0,
 ) -> list[Item]:
-    """Items of test set `name` (one of `DATASET_NAMES`), from `path` (JSONL) if given, else the hub.
+    """Items of test set `name` (one of `DATASET_NAMES`), from `path` (JSONL) if given, else hub.
 
     `n` keeps the first n items (for "organisms" it is the number of problems generated, default
     500, with `seed`). Ids are unique; a duplicate raises.

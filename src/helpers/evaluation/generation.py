@@ -7,7 +7,8 @@ stop token) and whether the answer finished (hit a stop token) or ran into `max_
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -80,6 +81,22 @@ def resolve_backend(backend: str, model: object) -> str:
     )
 
 
+@contextmanager
+def _neutral_generation_config(model: PreTrainedModel) -> Iterator[None]:
+    """Swap in a default GenerationConfig while generating.
+
+    `generate` fills every field our config leaves unset from `model.generation_config`, so a
+    checkpoint's repetition_penalty, no_repeat_ngram_size, suppress_tokens, ... would silently
+    alter "greedy" answers. With defaults in place only the fields we set act.
+    """
+    saved = model.generation_config
+    model.generation_config = GenerationConfig()
+    try:
+        yield
+    finally:
+        model.generation_config = saved
+
+
 def _batches(order: list[int], batch_size: int) -> list[list[int]]:
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
@@ -98,8 +115,10 @@ def generate_transformers(
 ) -> list[Generation]:
     """Greedy answers with `model.generate`, longest prompts first, left padding.
 
-    `generate` derives position ids from the attention mask (cumsum - 1), so padding changes no
-    real token's position; `on_batch(indices, generations)` runs after each batch.
+    Only greedy search with the given stop ids acts: the checkpoint's own generation config
+    (repetition penalty and the like) is ignored. `generate` derives position ids from the
+    attention mask (cumsum - 1), so padding changes no real token's position;
+    `on_batch(indices, generations)` runs after each batch.
     """
     if max_new_tokens < 1 or batch_size < 1:
         raise ValueError("max_new_tokens and batch_size must be >= 1")
@@ -115,11 +134,12 @@ def generate_transformers(
     results: list[Generation | None] = [None] * len(prompts)
     for batch in tqdm(_batches(order, batch_size), desc="generating", disable=not progress):
         input_ids, attention_mask = left_pad([prompts[i] for i in batch], pad_id)
-        out = model.generate(
-            input_ids=input_ids.to(device),
-            attention_mask=attention_mask.to(device),
-            generation_config=config,
-        )
+        with _neutral_generation_config(model):
+            out = model.generate(
+                input_ids=input_ids.to(device),
+                attention_mask=attention_mask.to(device),
+                generation_config=config,
+            )
         new_tokens = out[:, input_ids.shape[1] :].tolist()
         done = []
         for i, tokens in zip(batch, new_tokens, strict=True):
@@ -151,9 +171,16 @@ def generate_vllm(
     """
     from vllm import LLM, SamplingParams
 
+    # generation_config="vllm": ignore the checkpoint's generation_config.json defaults, as the
+    # transformers path does; the sampling parameters below are then all that acts.
+    llm_kwargs = {"generation_config": "vllm", **llm_kwargs}
     llm = LLM(model=model, revision=revision, dtype=dtype, seed=0, **llm_kwargs)
     params = SamplingParams(
-        temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=list(stop_ids), n=1
+        n=1,
+        temperature=0.0,
+        repetition_penalty=1.0,
+        max_tokens=max_new_tokens,
+        stop_token_ids=list(stop_ids),
     )
     results: list[Generation | None] = [None] * len(prompts)
     for batch in tqdm(

@@ -30,7 +30,7 @@ class Grade:
 
 
 def _parse_prediction(completion: str, timeout_s: int) -> list:
-    """Parsed final answer: the last \\boxed{} first, then math-verify's own anchors and fallbacks."""
+    """Parsed final answer: the last \\boxed{} first, then math-verify's anchors and fallbacks."""
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
 
     boxed = last_boxed(completion)

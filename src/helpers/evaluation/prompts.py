@@ -80,7 +80,7 @@ def render_prompt(
 
 
 def encode_prompt(template: str, question: str, tokenizer: PreTrainedTokenizerBase) -> list[int]:
-    """Token ids of the rendered prompt, adding the tokenizer's specials only for plain templates."""
+    """Token ids of the rendered prompt; the tokenizer's specials are added for plain templates."""
     text = render_prompt(template, question, tokenizer)
     add_special = not TEMPLATES[template].has_special_tokens
     return list(tokenizer(text, add_special_tokens=add_special)["input_ids"])

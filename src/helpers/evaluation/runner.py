@@ -6,6 +6,7 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
@@ -89,15 +90,17 @@ def generate_cached(
     revision: str | None = None,
     on_batch: Callable[[pd.DataFrame], None] | None = None,
     progress: bool = True,
+    vllm_kwargs: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Greedy answers to `items`, generating only the ids missing from the cache.
 
-    `model` is an in-memory transformers model, a local folder or a hub id (vLLM needs one of the
-    last two). Each finished batch is saved before `on_batch(rows)` runs, so an interruption loses
-    at most the batch in flight. A cached row whose prompt ids differ from today's prompt (the
-    question text changed under the same id) is regenerated. Returns one row per item, in order:
-    id, question, gold, prompt_ids, answer_ids, finished, answer_len, text; `attrs` holds
-    `n_generated` and `cache_path`.
+    `model` is an in-memory transformers model, a local folder or a hub id (vLLM needs one of
+    the last two; `vllm_kwargs` go to `vllm.LLM`, e.g. max_model_len). Each finished batch is
+    saved before `on_batch(rows)` runs, so an interruption loses at most the batch in flight.
+    A cached row whose prompt ids differ from today's prompt (the question text changed under
+    the same id) is regenerated. Returns one row per item, in order: id, question, gold,
+    prompt_ids, answer_ids, finished, answer_len, text; `attrs` holds `n_generated` and
+    `cache_path`.
     """
     if not items:
         raise ValueError("no items to generate for")
@@ -161,6 +164,7 @@ def generate_cached(
                 chunk_size=settings.batch_size,
                 on_batch=save,
                 progress=progress,
+                **(vllm_kwargs or {}),
             )
         else:
             hf_model = (

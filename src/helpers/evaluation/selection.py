@@ -61,6 +61,8 @@ def truncation_batch(
     """
     if t_cut < 1:
         raise ValueError(f"t_cut must be >= 1, got {t_cut}")
+    if any(len(a) == 0 for a in answers):
+        raise ValueError("an answer is empty: nothing to label; drop it before truncation")
     rows = [p + a[:t_cut] for p, a in zip(prompts, answers, strict=True)]
     width = max(len(r) for r in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
