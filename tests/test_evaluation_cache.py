@@ -104,6 +104,20 @@ def test_changed_settings_or_weights_miss_the_cache(setup, tmp_path):
     assert len(list(tmp_path.glob("*.parquet"))) == 3
 
 
+def test_dtype_mismatch_is_refused(setup, tmp_path):
+    model, tok, items = setup
+    with pytest.raises(ValueError, match="model.to"):
+        generate_cached(
+            model,
+            tok,
+            items,
+            dataset="organisms",
+            template="organism",
+            settings=GenerationSettings(max_new_tokens=2, dtype="bfloat16"),
+            cache_dir=tmp_path,
+        )
+
+
 def test_changed_question_under_same_id_is_regenerated(setup, tmp_path):
     model, tok, items = setup
     run(setup, tmp_path)

@@ -10,6 +10,7 @@ an interrupted run loses only the batch in flight; `compact` folds the parts int
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -19,7 +20,6 @@ import tempfile
 import time
 import uuid
 import warnings
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -202,20 +202,20 @@ class GenerationCache:
         self.sidecar = self.dir / f"{stem}.json"
         self._last_stamp = 0
 
-    def _frames(self) -> Iterable[pd.DataFrame]:
-        if self.path.exists():
-            yield pd.read_parquet(self.path)
-        if self.parts_dir.exists():
-            for part in sorted(self.parts_dir.glob("part-*.parquet")):
-                yield pd.read_parquet(part)
+    def _parts(self) -> list[Path]:
+        return sorted(self.parts_dir.glob("part-*.parquet")) if self.parts_dir.exists() else []
 
-    def load(self) -> pd.DataFrame:
-        """All cached rows (main file and parts), one per id, the latest write winning."""
-        frames = [_normalise(f) for f in self._frames()]
+    def _read(self, parts: list[Path]) -> pd.DataFrame:
+        files = ([self.path] if self.path.exists() else []) + parts
+        frames = [_normalise(pd.read_parquet(f)) for f in files]
         if not frames:
             return pd.DataFrame({c: pd.Series(dtype=object) for c in COLUMNS})
         rows = pd.concat(frames, ignore_index=True)
         return rows.drop_duplicates("id", keep="last").reset_index(drop=True)
+
+    def load(self) -> pd.DataFrame:
+        """All cached rows (main file and parts), one per id, the latest write winning."""
+        return self._read(self._parts())
 
     def write_sidecar(self, extra: dict[str, Any] | None = None) -> None:
         """JSON with the key's fields (and `extra`) next to the Parquet file."""
@@ -232,13 +232,17 @@ class GenerationCache:
         return part
 
     def compact(self) -> pd.DataFrame:
-        """Fold the parts into the main file (atomic), then delete the parts; returns all rows."""
-        rows = self.load()
-        parts = sorted(self.parts_dir.glob("part-*.parquet")) if self.parts_dir.exists() else []
+        """Fold the parts into the main file (atomic), then delete them; returns all rows.
+
+        Only the parts listed before reading are folded and deleted, so a part another process
+        writes meanwhile survives for the next compaction.
+        """
+        parts = self._parts()
+        rows = self._read(parts)
         if parts or not self.path.exists():
             atomic_write_parquet(rows, self.path)
             for part in parts:
                 part.unlink(missing_ok=True)
-            if self.parts_dir.exists() and not any(self.parts_dir.iterdir()):
+            with contextlib.suppress(OSError):  # not empty: another writer's part arrived
                 self.parts_dir.rmdir()
         return rows

@@ -112,6 +112,11 @@ def generate_cached(
     )
     if isinstance(model, PreTrainedModel):
         dtype = str(model.dtype).removeprefix("torch.")
+        if settings.dtype not in (None, dtype):
+            raise ValueError(
+                f"settings.dtype={settings.dtype!r} but the model is in {dtype}; cast the model "
+                "(model.to(dtype)) or leave settings.dtype=None"
+            )
     else:
         dtype = settings.dtype or "bfloat16"
     cache_root = Path(cache_dir) if cache_dir is not None else None
