@@ -58,19 +58,17 @@ def per_sample_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean next-token NLL over each sample's labelled tokens, float32 [batch].
 
     `labels` is aligned with the input (transformers convention): the logits at position t are
-    scored against labels[t + 1]; -100 marks tokens outside the loss. No copy of the logits is
-    made for float32 models (the labels are shifted instead).
+    scored against labels[t + 1]; -100 marks tokens outside the loss. Only the labelled rows of
+    the logits are upcast to float32, so a bf16 model with a short answer pays little memory.
     """
     batch, seq, vocab = logits.shape
     targets = torch.full_like(labels, IGNORE_INDEX)
     targets[:, :-1] = labels[:, 1:]
-    nll = F.cross_entropy(
-        logits.reshape(batch * seq, vocab).float(),
-        targets.reshape(-1),
-        reduction="none",
-        ignore_index=IGNORE_INDEX,
-    ).view(batch, seq)
-    return nll.sum(-1) / (targets != IGNORE_INDEX).sum(-1)
+    keep = targets != IGNORE_INDEX
+    nll = F.cross_entropy(logits[keep].float(), targets[keep], reduction="none")
+    rows = keep.nonzero()[:, 0]
+    total = torch.zeros(batch, dtype=torch.float32, device=logits.device).index_add(0, rows, nll)
+    return total / keep.sum(-1)
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -212,7 +210,8 @@ def edge_scores(
     try:
         for p in module.parameters():
             p.requires_grad_(False)
-        module.eval()
+        if training:
+            module.eval()  # no dropout, no gradient checkpointing re-running the forward
         with torch.enable_grad():
             scores, loss = _trace_scores(
                 envoy,
@@ -227,7 +226,8 @@ def edge_scores(
     finally:
         for p, flag in zip(module.parameters(), flags, strict=True):
             p.requires_grad_(flag)
-        module.train(training)
+        if training:
+            module.train()
     return EdgeScores(
         scores=scores.cpu(),
         sources=graph.sources,
@@ -257,7 +257,18 @@ def _trace_scores(
     embed = resolve(envoy, adapter.embed)
     layers = resolve(envoy, adapter.layers)
     final_norm = resolve(envoy, adapter.final_norm)
-    attn_path = adapter.attn
+    # (pre-norm, block, block returns a tuple) of every attention and MLP, in serial order.
+    branches = []
+    for index in range(n_layers):
+        layer = layers[index]
+        branches.append(
+            (
+                resolve(layer, adapter.attn_norm),
+                resolve(layer, adapter.attn),
+                adapter.attn_output_is_tuple,
+            )
+        )
+        branches.append((resolve(layer, adapter.mlp_norm), resolve(layer, adapter.mlp), False))
     trace_kwargs: dict[str, Any] = {"use_cache": False, **inputs}
     if remote:
         nnsight.register(sys.modules[__name__])
@@ -271,21 +282,14 @@ def _trace_scores(
         )
         sources[:, 0] = emb.detach()
         branch_inputs = []  # clones of each target's pre-norm input, in serial order
-        for layer_index in range(n_layers):
-            layer = layers[layer_index]
-            for slot, (norm_path, block_path) in enumerate(
-                ((adapter.attn_norm, attn_path), (adapter.mlp_norm, adapter.mlp))
-            ):
-                norm = resolve(layer, norm_path)
-                branch_input = norm.input.clone()
-                if not branch_input.requires_grad:
-                    branch_input.requires_grad_(True)
-                norm.input = branch_input
-                branch_inputs.append(branch_input)
-                output = resolve(layer, block_path).output
-                if slot == 0 and adapter.attn_output_is_tuple:
-                    output = output[0]
-                sources[:, 2 * layer_index + 1 + slot] = output.detach()
+        for node, (norm, block, returns_tuple) in enumerate(branches, start=1):
+            branch_input = norm.input.clone()
+            if not branch_input.requires_grad:
+                branch_input.requires_grad_(True)  # the first layer's input has no history
+            norm.input = branch_input
+            branch_inputs.append(branch_input)
+            output = block.output
+            sources[:, node] = (output[0] if returns_tuple else output).detach()
         final_input = final_norm.input.clone()
         final_norm.input = final_input
         branch_inputs.append(final_input)
