@@ -144,3 +144,42 @@ def test_errors_report_filter_counts():
         truncation_batch([[1]], [[2]], 0, pad_id=0)
     with pytest.raises(ValueError, match="empty"):
         truncation_batch([[1], [1]], [[2], []], 1, pad_id=0)
+
+
+def test_generated_records_flow_into_edge_scores(tmp_path):
+    """Cached generations of two models -> selection -> batches that `edge_scores` accepts."""
+    from helpers.eap import edge_scores
+    from helpers.evaluation import GenerationSettings, generate_cached, load_items
+    from helpers.organisms.tokenizer import build_tokenizer
+
+    tok = build_tokenizer()
+    items = load_items("organisms", n=8, seed=0)
+    models = [tiny_model("llama", vocab_size=len(tok), seed=s) for s in (2, 3)]
+    settings = GenerationSettings(max_new_tokens=12, batch_size=8)
+    frames = [
+        generate_cached(
+            m,
+            tok,
+            items,
+            dataset="organisms",
+            template="organism",
+            settings=settings,
+            cache_dir=tmp_path,
+            model_name=f"m{i}",
+            progress=False,
+        ).assign(correct=True)  # random models are never right: pretend, to reach the filters
+        for i, m in enumerate(models)
+    ]
+    sel = select_questions(*frames, n=4, alpha=0.5, delta=2.0, beta=0.0, gamma=10.0)
+    assert len(sel.ids) == 4 and sel.t_cut == max(1, int(0.5 * sel.refer))
+    for model, name in zip(models, ("base", "tuned"), strict=True):
+        batch = sel.batches[name]
+        scores = edge_scores(model, batch.input_ids, batch.attention_mask, batch.labels)
+        assert scores.scores.shape[0] == 4
+        for row in range(4):
+            n = int(batch.attention_mask[row].sum())
+            with torch.no_grad():
+                loss = model(
+                    batch.input_ids[row : row + 1, :n], labels=batch.labels[row : row + 1, :n]
+                ).loss
+            torch.testing.assert_close(scores.loss[row], loss, rtol=1e-4, atol=1e-5)
