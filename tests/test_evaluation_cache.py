@@ -136,20 +136,42 @@ def test_changed_question_under_same_id_is_regenerated(setup, tmp_path):
     assert out.attrs["n_generated"] == 1
 
 
-def test_evaluate_model_grades_with_the_organism_grader(setup, tmp_path):
+def test_evaluate_model_grades_once_and_caches_grades(setup, tmp_path, monkeypatch):
+    from helpers.evaluation import runner
+
     model, tok, items = setup
-    out = evaluate_model(
-        model,
-        tok,
-        items,
-        dataset="organisms",
-        template="organism",
-        settings=GenerationSettings(max_new_tokens=6, batch_size=4),
-        cache_dir=tmp_path,
-        progress=False,
-    )
+    graded: list[int] = []
+    real = runner.grade_answers
+
+    def counting(texts, golds, **kw):
+        graded.append(len(texts))
+        return real(texts, golds, **kw)
+
+    monkeypatch.setattr(runner, "grade_answers", counting)
+
+    def evaluate(items_):
+        return evaluate_model(
+            model,
+            tok,
+            items_,
+            dataset="organisms",
+            template="organism",
+            settings=GenerationSettings(max_new_tokens=6, batch_size=4),
+            cache_dir=tmp_path,
+            progress=False,
+        )
+
+    out = evaluate(items)
     assert out["correct"].dtype == bool and len(out) == 10
     assert set(out.columns) >= {"id", "gold", "prompt_ids", "answer_ids", "finished", "pred"}
+    assert "organisms-" in out.attrs["grades_path"]
+    again = evaluate(items)
+    assert graded == [10]  # the second run graded nothing
+    pd.testing.assert_frame_equal(again[["correct", "pred"]], out[["correct", "pred"]])
+    # A gold answer that changes under the same id is graded again; the others are reused.
+    changed = [Item(items[0].id, items[0].question, str(int(items[0].answer) + 1)), *items[1:]]
+    evaluate(changed)
+    assert graded == [10, 1]
 
 
 def test_weights_fingerprint_hashes_content_and_memoises(tmp_path, monkeypatch):

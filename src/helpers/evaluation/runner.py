@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import importlib.metadata
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +19,7 @@ from helpers.evaluation.cache import (
     DEFAULT_CACHE_DIR,
     CacheKey,
     GenerationCache,
+    atomic_write_parquet,
     model_fingerprint,
     tokenizer_fingerprint,
 )
@@ -27,7 +31,7 @@ from helpers.evaluation.generation import (
     resolve_backend,
     stop_token_ids,
 )
-from helpers.evaluation.grading import grade_answers, grader_for
+from helpers.evaluation.grading import Grade, grade_answers, grader_for
 from helpers.evaluation.prompts import encode_prompt
 
 
@@ -203,6 +207,50 @@ def generate_cached(
     return out
 
 
+def grader_version(grader: str) -> str:
+    """Version tag of a grader: math-verify's package version, or a hash of the organisms' grader."""
+    if grader == "math_verify":
+        return "math-verify-" + importlib.metadata.version("math-verify")
+    import helpers.organisms.grading as organism_grading
+
+    source = inspect.getsource(organism_grading).encode()
+    return "organisms-" + hashlib.sha256(source).hexdigest()[:12]
+
+
+def grade_cached(
+    records: pd.DataFrame, grader: str, path: str | Path, *, progress: bool = True
+) -> list[Grade]:
+    """Grades of `records` (text, gold), reusing those stored in `path` for the same
+    (id, answer text, gold); only new rows are graded, and the file is rewritten atomically."""
+    path = Path(path)
+    keys = [
+        (str(i), hashlib.sha256(t.encode()).hexdigest()[:16], str(g))
+        for i, t, g in zip(records["id"], records["text"], records["gold"], strict=True)
+    ]
+    stored: dict[tuple[str, str, str], Grade] = {}
+    if path.exists():
+        for row in pd.read_parquet(path).itertuples(index=False):
+            stored[(row.id, row.text_sha, row.gold)] = Grade(bool(row.correct), str(row.pred))
+    todo = [i for i, key in enumerate(keys) if key not in stored]
+    if todo:
+        new = grade_answers(
+            [records["text"].iat[i] for i in todo],
+            [records["gold"].iat[i] for i in todo],
+            grader=grader,
+            progress=progress,
+        )
+        stored.update({keys[i]: grade for i, grade in zip(todo, new, strict=True)})
+        # Keep this call's rows and rows of ids it did not ask about; drop stale ones.
+        current, asked = set(keys), {key[0] for key in keys}
+        kept = [(k, g) for k, g in stored.items() if k in current or k[0] not in asked]
+        table = pd.DataFrame(
+            [(*k, g.correct, g.pred) for k, g in kept],
+            columns=["id", "text_sha", "gold", "correct", "pred"],
+        )
+        atomic_write_parquet(table, path)
+    return [stored[key] for key in keys]
+
+
 def evaluate_model(
     model: ModelLike,
     tokenizer: PreTrainedTokenizerBase,
@@ -212,18 +260,21 @@ def evaluate_model(
     template: str,
     settings: GenerationSettings,
     grader: str | None = None,
-    **kwargs: object,
+    **kwargs: Any,
 ) -> pd.DataFrame:
-    """`generate_cached` plus grading: adds `correct` and `pred` (grader defaults by dataset)."""
+    """`generate_cached` plus grading: adds `correct` and `pred` (grader defaults by dataset).
+
+    Grades are cached next to the generations, per grader version, so re-runs grade only
+    answers they have not seen.
+    """
     out = generate_cached(
         model, tokenizer, items, dataset=dataset, template=template, settings=settings, **kwargs
     )
-    grades = grade_answers(
-        list(out["text"]),
-        list(out["gold"]),
-        grader=grader or grader_for(dataset),
-        progress=bool(kwargs.get("progress", True)),
-    )
+    grader = grader or grader_for(dataset)
+    stem = Path(out.attrs["cache_path"]).with_suffix("")
+    grades_path = stem.parent / f"{stem.name}.grades-{grader_version(grader)}.parquet"
+    grades = grade_cached(out, grader, grades_path, progress=bool(kwargs.get("progress", True)))
     out["correct"] = [g.correct for g in grades]
     out["pred"] = [g.pred for g in grades]
+    out.attrs["grades_path"] = str(grades_path)
     return out
