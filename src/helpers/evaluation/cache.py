@@ -6,6 +6,7 @@ while a run is in progress) and `<stem>.json` (the key's fields, for provenance)
 written to a temporary name in the same folder and then `os.replace`d, so a crash leaves either the
 old file or the new one. Reading merges the main file and the parts (later rows win for an id), so
 an interrupted run loses only the batch in flight; `compact` folds the parts into the main file.
+`evaluate_model` keeps grades beside them, in `<stem>.grades-<grader version>.parquet`.
 """
 
 from __future__ import annotations
