@@ -28,7 +28,7 @@ from helpers.evaluation import (
     load_items,
     select_questions,
 )
-from helpers.evaluation.cache import model_fingerprint
+from helpers.evaluation.cache import DEFAULT_CACHE_DIR, model_fingerprint
 from helpers.stats import compare
 
 REPO = Path(__file__).resolve().parents[2]
@@ -133,7 +133,7 @@ def evaluate_pair(
 
 def _batch_key(model: Any, batch: ModelBatch, positions: str) -> str:
     h = hashlib.sha256()
-    h.update(model_fingerprint(model).encode())
+    h.update(model_fingerprint(model, memo_path=DEFAULT_CACHE_DIR / "weights_sha256.json").encode())
     for t in (batch.input_ids, batch.attention_mask, batch.labels):
         h.update(t.cpu().numpy().tobytes())
     h.update(positions.encode())
