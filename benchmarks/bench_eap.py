@@ -5,12 +5,16 @@ MLP 1024, vocabulary 32000, tied embeddings, float32, CPU. The floor is the same
 same loss (sum of per-sample mean NLLs) with frozen parameters, differentiated with respect to
 the embedding output, which is the least any gradient-based attribution must compute.
 
-Each (configuration, method) runs in its own subprocess, so the allocator state of one cannot
-flatter the other. Peak memory is the process's resident-set high-water mark during the first
-call minus the resident set just before it (Linux: VmHWM is reset through /proc/self/clear_refs);
-it counts everything the call allocates -- torch's CPU allocations included, which tracemalloc
-does not see -- and nothing allocated before. Time is the median wall clock over the calls after
-that first one. Usage:
+Peak memory: each (configuration, method) runs in its own subprocess, so the allocator state of
+one cannot flatter the other. After one warm-up call and a malloc_trim (so the resident set is
+close to live memory), the peak is the resident-set high-water mark during the next call minus
+the resident set just before it (Linux: VmHWM is reset through /proc/self/clear_refs). It counts
+everything the call allocates -- torch's CPU allocations included, which tracemalloc does not
+see -- and nothing allocated before; the warm-up call's figure is kept too.
+Time: one subprocess per configuration alternates the two methods call by call, so load from
+other processes hits both alike; the table reports median wall clock (and median CPU time).
+A last measurement takes the fixed per-call cost of nnsight and of the EAP bookkeeping on a
+model too small for compute to matter. Usage:
 
     .venv/bin/python benchmarks/bench_eap.py            # full grid, writes data/benchmarks/eap.json
     .venv/bin/python benchmarks/bench_eap.py --seqs 128 --batches 1 --repeats 3 --out /tmp/x.json
@@ -19,6 +23,7 @@ that first one. Usage:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -42,6 +47,13 @@ MODEL = {
     "vocab_size": 32000,
     "intermediate_size": 1024,
 }
+OVERHEAD_MODEL = {
+    **MODEL,
+    "hidden_size": 64,
+    "num_attention_heads": 4,
+    "vocab_size": 128,
+    "intermediate_size": 128,
+}
 METHODS = ("floor", "edge_scores")
 TARGET_TIME, TARGET_MEMORY = 1.25, 1.5
 
@@ -57,86 +69,91 @@ def reset_peak_rss() -> None:
     Path("/proc/self/clear_refs").write_text("5")
 
 
-def worker(method: str, seq: int, batch: int, repeats: int, threads: int) -> dict:
-    """Build the model and inputs, measure one call's peak memory, then time `repeats` calls."""
+def build(seq: int, batch: int, threads: int, model_kwargs: dict | None = None) -> dict:
+    """Model, inputs and the two calls under comparison."""
     import torch
 
     from helpers.eap import edge_scores, per_sample_loss, position_ids_from_mask
     from helpers.tiny_models import tiny_model
 
     torch.set_num_threads(threads)
-    config = dict(MODEL)
+    config = dict(model_kwargs or MODEL)
     model = tiny_model(config.pop("family"), seed=0, dtype=torch.float32, **config)
+    vocab = model.config.vocab_size
     g = torch.Generator().manual_seed(seq * 10 + batch)
-    input_ids = torch.randint(3, MODEL["vocab_size"], (batch, seq), generator=g)
+    input_ids = torch.randint(3, vocab, (batch, seq), generator=g)
     attention_mask = torch.ones_like(input_ids)
     labels = input_ids.clone()
     labels[:, : seq // 2] = -100  # prompt unlabelled, answer labelled
+    position_ids = position_ids_from_mask(attention_mask)
 
-    if method == "floor":
+    def floor() -> None:
         for p in model.parameters():
             p.requires_grad_(False)
-        position_ids = position_ids_from_mask(attention_mask)
+        embeds = model.get_input_embeddings()(input_ids).requires_grad_(True)
+        out = model(
+            inputs_embeds=embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=False,
+        )
+        per_sample_loss(out.logits, labels).sum().backward()
 
-        def call() -> None:
-            embeds = model.get_input_embeddings()(input_ids).requires_grad_(True)
-            out = model(
-                inputs_embeds=embeds,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                use_cache=False,
-            )
-            per_sample_loss(out.logits, labels).sum().backward()
+    def eap() -> None:
+        edge_scores(model, input_ids, attention_mask, labels)
 
-    else:
+    return {"floor": floor, "edge_scores": eap}
 
-        def call() -> None:
-            edge_scores(model, input_ids, attention_mask, labels)
+
+def trim_heap() -> None:
+    """Collect garbage and hand freed heap pages back to the OS (glibc), so RSS ~ live memory."""
+    import ctypes
 
     gc.collect()
+    with contextlib.suppress(OSError):  # not glibc: RSS may then overstate live memory
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def measure_call(call) -> float:
+    """MiB the call adds to the resident set at its peak."""
+    trim_heap()
     reset_peak_rss()
-    rss_before = proc_status_kib("VmRSS")
+    before = proc_status_kib("VmRSS")
     call()
-    peak = proc_status_kib("VmHWM") - rss_before
-    walls, cpus = [], []
+    return (proc_status_kib("VmHWM") - before) / 1024
+
+
+def memory_worker(method: str, seq: int, batch: int, threads: int) -> dict:
+    """Peak memory of the first call and of a second (steady-state) call, fresh process."""
+    call = build(seq, batch, threads)[method]
+    first = measure_call(call)
+    steady = measure_call(call)
+    return {"method": method, "seq": seq, "batch": batch, "first_mib": first, "peak_mib": steady}
+
+
+def time_worker(seq: int, batch: int, repeats: int, threads: int, model_kwargs=None) -> dict:
+    """Wall and CPU time of both methods, calls alternating so that load drift hits both alike."""
+    calls = build(seq, batch, threads, model_kwargs)
+    times: dict[str, dict[str, list[float]]] = {m: {"wall_s": [], "cpu_s": []} for m in calls}
+    for call in calls.values():
+        call()  # warm-up
     for _ in range(repeats):
-        gc.collect()
-        wall, cpu = time.perf_counter(), time.process_time()
-        call()
-        walls.append(time.perf_counter() - wall)
-        cpus.append(time.process_time() - cpu)
-    return {
-        "method": method,
-        "seq": seq,
-        "batch": batch,
-        "peak_mib": peak / 1024,
-        "wall_s": walls,
-        "cpu_s": cpus,
-        "median_wall_s": statistics.median(walls),
-        "median_cpu_s": statistics.median(cpus),
-    }
+        for method, call in calls.items():
+            gc.collect()
+            wall, cpu = time.perf_counter(), time.process_time()
+            call()
+            times[method]["wall_s"].append(time.perf_counter() - wall)
+            times[method]["cpu_s"].append(time.process_time() - cpu)
+    return {"seq": seq, "batch": batch, **times}
 
 
-def run_worker(method: str, seq: int, batch: int, repeats: int, threads: int) -> dict:
-    """One measurement in a fresh interpreter."""
-    command = [
-        sys.executable,
-        __file__,
-        "--worker",
-        method,
-        "--seqs",
-        str(seq),
-        "--batches",
-        str(batch),
-        "--repeats",
-        str(repeats),
-        "--threads",
-        str(threads),
-    ]
+def run_worker(*args: str, threads: int) -> dict:
+    """Run this script's worker mode in a fresh interpreter; parse its JSON line."""
+    command = [sys.executable, __file__, "--threads", str(threads), "--worker", *args]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
-        raise RuntimeError(f"worker {method} seq={seq} batch={batch} failed:\n{done.stderr}")
+        raise RuntimeError(f"worker {args} failed:\n{done.stderr}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -152,16 +169,20 @@ def write_json_atomic(path: Path, data: dict) -> None:
 def table(rows: list[dict]) -> str:
     """Markdown table of the ratios."""
     lines = [
-        "| seq | batch | floor s | edge_scores s | time x | floor MiB | edge_scores MiB | memory x |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| seq | batch | floor s | edge_scores s | time x | CPU time x | floor MiB | edge_scores MiB | memory x |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['seq']} | {r['batch']} | {r['floor_wall_s']:.3f} | {r['eap_wall_s']:.3f} | "
-            f"{r['time_ratio']:.2f} | {r['floor_peak_mib']:.0f} | {r['eap_peak_mib']:.0f} | "
+            f"{r['time_ratio']:.2f} | {r['cpu_time_ratio']:.2f} | {r['floor_peak_mib']:.0f} | {r['eap_peak_mib']:.0f} | "
             f"{r['memory_ratio']:.2f} |"
         )
     return "\n".join(lines)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
 
 
 def main() -> None:
@@ -171,10 +192,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--worker", choices=METHODS, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        result = worker(args.worker, args.seqs[0], args.batches[0], args.repeats, args.threads)
+        kind, *rest = args.worker
+        if kind == "memory":
+            method, seq, batch = rest[0], int(rest[1]), int(rest[2])
+            result = memory_worker(method, seq, batch, args.threads)
+        elif kind == "time":
+            result = time_worker(int(rest[0]), int(rest[1]), int(rest[2]), args.threads)
+        else:  # fixed per-call overhead on a model too small for compute to matter
+            result = time_worker(16, 1, int(rest[0]), 1, OVERHEAD_MODEL)
         print(json.dumps(result))
         return
     if not Path("/proc/self/clear_refs").exists():
@@ -185,37 +213,57 @@ def main() -> None:
     configs = [(s, b) for s in args.seqs for b in args.batches]
     rows, raw = [], []
     load_before = os.getloadavg()
+    overhead = run_worker("overhead", "30", threads=1)
     for seq, batch in tqdm(configs, desc="bench_eap", unit="config"):
-        floor = run_worker("floor", seq, batch, args.repeats, args.threads)
-        eap = run_worker("edge_scores", seq, batch, args.repeats, args.threads)
-        raw += [floor, eap]
+        memory = {
+            m: run_worker("memory", m, str(seq), str(batch), threads=args.threads) for m in METHODS
+        }
+        timing = run_worker("time", str(seq), str(batch), str(args.repeats), threads=args.threads)
+        raw.append({"memory": memory, "time": timing})
+        floor_t, eap_t = timing["floor"], timing["edge_scores"]
         rows.append(
             {
                 "seq": seq,
                 "batch": batch,
-                "floor_wall_s": floor["median_wall_s"],
-                "eap_wall_s": eap["median_wall_s"],
-                "time_ratio": eap["median_wall_s"] / floor["median_wall_s"],
-                "cpu_time_ratio": eap["median_cpu_s"] / floor["median_cpu_s"],
-                "floor_peak_mib": floor["peak_mib"],
-                "eap_peak_mib": eap["peak_mib"],
-                "memory_ratio": eap["peak_mib"] / floor["peak_mib"],
+                "floor_wall_s": median(floor_t["wall_s"]),
+                "eap_wall_s": median(eap_t["wall_s"]),
+                "time_ratio": median(eap_t["wall_s"]) / median(floor_t["wall_s"]),
+                "floor_cpu_s": median(floor_t["cpu_s"]),
+                "eap_cpu_s": median(eap_t["cpu_s"]),
+                "cpu_time_ratio": median(eap_t["cpu_s"]) / median(floor_t["cpu_s"]),
+                "floor_peak_mib": memory["floor"]["peak_mib"],
+                "eap_peak_mib": memory["edge_scores"]["peak_mib"],
+                "memory_ratio": memory["edge_scores"]["peak_mib"] / memory["floor"]["peak_mib"],
+                "first_call_memory_ratio": memory["edge_scores"]["first_mib"]
+                / memory["floor"]["first_mib"],
             }
         )
     import nnsight
     import torch
     import transformers
 
+    fixed_ms = 1e3 * (median(overhead["edge_scores"]["cpu_s"]) - median(overhead["floor"]["cpu_s"]))
     data = {
-        "benchmark": "edge_scores vs bare forward+backward with frozen parameters",
+        "benchmark": "edge_scores vs bare forward+backward with frozen parameters (the floor)",
         "model": MODEL,
         "dtype": "float32",
         "device": "cpu",
         "threads": args.threads,
         "repeats": args.repeats,
+        "labels": "second half of each sequence labelled",
         "targets": {"time_ratio": TARGET_TIME, "memory_ratio": TARGET_MEMORY},
-        "memory_measure": "VmHWM - VmRSS around the first call, fresh process per method",
-        "time_measure": "median wall clock of the calls after the first",
+        "memory_measure": (
+            "VmHWM - VmRSS around a call after one warm-up call and malloc_trim, one fresh "
+            "process per method and configuration (first_call_memory_ratio: the warm-up call)"
+        ),
+        "time_measure": "median wall clock (and CPU time) of calls alternating between methods",
+        "fixed_overhead": {
+            "model": OVERHEAD_MODEL,
+            "seq": 16,
+            "floor_cpu_ms": 1e3 * median(overhead["floor"]["cpu_s"]),
+            "edge_scores_cpu_ms": 1e3 * median(overhead["edge_scores"]["cpu_s"]),
+            "overhead_ms": fixed_ms,
+        },
         "rows": rows,
         "raw": raw,
         "environment": {
@@ -232,7 +280,10 @@ def main() -> None:
     }
     write_json_atomic(args.out, data)
     print(table(rows))
-    print(f"targets: time x <= {TARGET_TIME}, memory x <= {TARGET_MEMORY}; wrote {args.out}")
+    print(
+        f"fixed per-call overhead (8-layer hidden-64 model, seq 16): {fixed_ms:.1f} ms CPU; "
+        f"targets: time x <= {TARGET_TIME}, memory x <= {TARGET_MEMORY}; wrote {args.out}"
+    )
 
 
 if __name__ == "__main__":

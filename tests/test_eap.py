@@ -274,6 +274,28 @@ def test_nnsight_model_gives_the_same_scores() -> None:
     assert torch.equal(plain.loss, wrapped.loss)
 
 
+def test_nnsight_language_model_gives_the_same_scores() -> None:
+    """The wrapper used for NDIF-hosted models; built offline around a tiny model."""
+    from nnsight import LanguageModel
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {f"t{i}": i for i in range(128)}
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="t3")),
+        pad_token="t0",
+        bos_token="t1",
+        eos_token="t2",
+    )
+    model = tiny_model("mistral", initializer_range=0.1)
+    with pytest.warns(FutureWarning):  # LanguageModel is deprecated for TransformersModel
+        language_model = LanguageModel(model, tokenizer=tokenizer)
+    ids, mask, labels = make_batch([SEQ, 12], SEQ, side="left", seed=8)
+    plain = edge_scores(model, ids, mask, labels)
+    wrapped = edge_scores(language_model, ids, mask, labels)
+    assert torch.equal(plain.scores, wrapped.scores)
+
+
 def test_bfloat16_model_accumulates_in_float32() -> None:
     model = tiny_model("llama", initializer_range=0.1)
     ids, mask, labels = make_batch([SEQ, 15], SEQ, seed=9)

@@ -154,7 +154,9 @@ def check_remote(envoy: Envoy) -> None:
     """Fail fast when `remote=True` cannot work: no NDIF API key, or a model NDIF cannot host."""
     from nnsight.schema.config import CONFIG
 
-    if not (os.environ.get("NDIF_API_KEY") or CONFIG.API.APIKEY):
+    if os.environ.get("NDIF_API_KEY") and not CONFIG.API.APIKEY:
+        CONFIG.API.APIKEY = os.environ["NDIF_API_KEY"]  # set after nnsight was imported
+    if not CONFIG.API.APIKEY:
         raise RuntimeError(
             "remote=True needs an NDIF API key: set the NDIF_API_KEY environment variable, or "
             "run `nnsight.login()` (or `nnsight.CONFIG.set_default_api_key(key)`) once to store "
