@@ -274,25 +274,37 @@ def test_nnsight_model_gives_the_same_scores() -> None:
     assert torch.equal(plain.loss, wrapped.loss)
 
 
-def test_nnsight_language_model_gives_the_same_scores() -> None:
-    """The wrapper used for NDIF-hosted models; built offline around a tiny model."""
-    from nnsight import LanguageModel
+def word_tokenizer():
     from tokenizers import Tokenizer, models
     from transformers import PreTrainedTokenizerFast
 
     vocab = {f"t{i}": i for i in range(128)}
-    tokenizer = PreTrainedTokenizerFast(
+    return PreTrainedTokenizerFast(
         tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="t3")),
         pad_token="t0",
         bos_token="t1",
         eos_token="t2",
     )
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_nnsight_language_model_gives_the_same_scores(lazy: bool, tmp_path) -> None:
+    """The wrapper used for NDIF-hosted models, around a loaded model or lazily from a folder
+    (meta weights until the trace dispatches them)."""
+    from nnsight import LanguageModel
+
     model = tiny_model("mistral", initializer_range=0.1)
+    tokenizer = word_tokenizer()
+    if lazy:
+        model.save_pretrained(tmp_path)
+        source = str(tmp_path)
+    else:
+        source = model
     with pytest.warns(FutureWarning):  # LanguageModel is deprecated for TransformersModel
-        language_model = LanguageModel(model, tokenizer=tokenizer)
+        language_model = LanguageModel(source, tokenizer=tokenizer)
     ids, mask, labels = make_batch([SEQ, 12], SEQ, side="left", seed=8)
-    plain = edge_scores(model, ids, mask, labels)
     wrapped = edge_scores(language_model, ids, mask, labels)
+    plain = edge_scores(model, ids, mask, labels)
     assert torch.equal(plain.scores, wrapped.scores)
 
 

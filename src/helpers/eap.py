@@ -46,7 +46,7 @@ class EdgeScores:
         return residual_graph((len(self.sources) - 1) // 2)
 
     def edge_names(self) -> list[str]:
-        """ "src->tgt" names of the real edges, row-major, matching `edge_values` columns."""
+        """Names ("src->tgt") of the real edges, row-major, matching `edge_values` columns."""
         return self.graph.edge_names()
 
     def edge_values(self) -> torch.Tensor:
@@ -62,6 +62,7 @@ def per_sample_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     the logits are upcast to float32, so a bf16 model with a short answer pays little memory.
     """
     batch, seq, vocab = logits.shape
+    labels = labels.to(logits.device)
     targets = torch.full_like(labels, IGNORE_INDEX)
     targets[:, :-1] = labels[:, 1:]
     keep = targets != IGNORE_INDEX
@@ -201,11 +202,11 @@ def edge_scores(
 
     n_layers = len(resolve(module, adapter.layers))
     graph = residual_graph(n_layers)
-    device = next(module.parameters()).device
+    # nnsight moves these to the model's device (after dispatching a lazily loaded model).
     inputs = {
-        "input_ids": input_ids.to(device),
-        "attention_mask": attention_mask.to(device),
-        "position_ids": position_ids_from_mask(attention_mask).to(device),
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "position_ids": position_ids_from_mask(attention_mask),
     }
     flags = [p.requires_grad for p in module.parameters()]
     training = module.training
@@ -220,9 +221,9 @@ def edge_scores(
                 adapter,
                 n_layers,
                 inputs,
-                labels.to(device),
-                weights.to(device),
-                graph.mask.to(device),
+                labels,
+                weights,
+                graph.mask,
                 remote=remote,
             )
     finally:
@@ -300,8 +301,8 @@ def _trace_scores(
         with loss.sum().backward():
             for target in reversed(range(n_nodes)):
                 grads[:, target] = branch_inputs[target].grad
-        sources.mul_(weights.view(batch, 1, seq, *([1] * (sources.ndim - 3))))
+        sources.mul_(weights.to(sources.device).view(batch, 1, seq, *([1] * (sources.ndim - 3))))
         scores = torch.bmm(sources.view(batch, n_nodes, -1), grads.view(batch, n_nodes, -1).mT)
-        scores = scores.neg_().masked_fill_(~mask, 0.0).save()
+        scores = scores.neg_().masked_fill_(~mask.to(scores.device), 0.0).save()
         loss = loss.detach().float().save()
     return scores, loss

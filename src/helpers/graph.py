@@ -27,7 +27,7 @@ class ResidualGraph:
         return int(self.mask.sum())
 
     def edge_names(self) -> list[str]:
-        """ "src->tgt" for every real edge, in row-major (source-major) order of the mask."""
+        """Names ("src->tgt") of the real edges, in row-major (source-major) order of the mask."""
         return [f"{self.sources[s]}->{self.targets[t]}" for s, t in self.mask.nonzero().tolist()]
 
     def edge_index(self) -> torch.Tensor:
