@@ -317,6 +317,7 @@ def plan(
     *,
     device: str | float,
     eap_seq_len: int,
+    eap_labelled: int | None = None,
     prompt_len: int = 256,
     max_new_tokens: int = 1024,
     dtype: str = "bfloat16",
@@ -324,7 +325,8 @@ def plan(
 ) -> Plan:
     """Largest generation and `edge_scores` batches that fit `device`; `DoesNotFit` otherwise.
 
-    `eap_seq_len` is prompt + T_cut tokens (T_cut = alpha x reference answer length).
+    `eap_seq_len` is prompt + T_cut tokens (T_cut = alpha x reference answer length), of which
+    `eap_labelled` (T_cut) enter the loss.
     """
     shape = config if isinstance(config, ModelShape) else ModelShape.from_config(config)
     name = device if isinstance(device, str) else f"{float(device):g} GiB"
@@ -341,14 +343,16 @@ def plan(
         max_batch,
     )
     eap_batch = largest_batch(
-        lambda n: eap_memory(shape, seq_len=eap_seq_len, batch=n, dtype=dtype),
+        lambda n: eap_memory(
+            shape, seq_len=eap_seq_len, batch=n, labelled=eap_labelled, dtype=dtype
+        ),
         budget,
         max_batch,
     )
     gen_one = generation_memory(
         shape, prompt_len=prompt_len, max_new_tokens=max_new_tokens, batch=1, dtype=dtype
     )
-    eap_one = eap_memory(shape, seq_len=eap_seq_len, batch=1, dtype=dtype)
+    eap_one = eap_memory(shape, seq_len=eap_seq_len, batch=1, labelled=eap_labelled, dtype=dtype)
     if gen_batch == 0 or eap_batch == 0:
         raise DoesNotFit(_refusal(shape, name, budget, dtype, gen_one, eap_one, gen_batch))
     return Plan(
@@ -364,7 +368,9 @@ def plan(
             batch=gen_batch,
             dtype=dtype,
         ),
-        eap=eap_memory(shape, seq_len=eap_seq_len, batch=eap_batch, dtype=dtype),
+        eap=eap_memory(
+            shape, seq_len=eap_seq_len, batch=eap_batch, labelled=eap_labelled, dtype=dtype
+        ),
         notes=notes,
     )
 
