@@ -1,0 +1,177 @@
+"""Evaluate a checkpoint on held-out problems: greedy pass@1, pass@k and majority@k at temperature,
+format shares and mean answer length. Batched ``model.generate`` with left padding, seeded."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass
+
+import torch
+from tqdm.auto import tqdm
+from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+from helpers.organisms.grading import classify_format, extract_answer
+from helpers.organisms.tasks import FORMATS, Problem, make_problems, prompt_of
+
+FORMAT_LABELS: tuple[str, ...] = (*FORMATS, "other")
+
+
+@dataclass
+class Generations:
+    """Decoded completions (cut at eos) and their lengths in tokens (eos excluded), per prompt."""
+
+    completions: list[list[str]]
+    lengths: list[list[int]]
+
+
+@torch.no_grad()
+def generate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    *,
+    num_samples: int = 1,
+    temperature: float = 0.0,
+    max_new_tokens: int = 64,
+    batch_size: int = 256,
+    seed: int = 0,
+    progress: bool = False,
+) -> Generations:
+    """``num_samples`` completions per prompt; greedy when ``temperature == 0``, else pure sampling."""
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if temperature == 0 and num_samples != 1:
+        raise ValueError("greedy decoding gives one completion per prompt; set temperature > 0")
+    tokenizer.padding_side = "left"
+    sampling = temperature > 0
+    gen_config = GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        do_sample=sampling,
+        temperature=temperature if sampling else None,
+        top_k=0 if sampling else None,
+        top_p=1.0 if sampling else None,
+        num_return_sequences=num_samples,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
+    prompts_per_batch = max(1, batch_size // num_samples)
+    completions: list[list[str]] = []
+    lengths: list[list[int]] = []
+    was_training = model.training
+    model.eval()
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        starts = range(0, len(prompts), prompts_per_batch)
+        for start in tqdm(starts, desc="generate", disable=not progress, leave=False):
+            chunk = prompts[start : start + prompts_per_batch]
+            enc = tokenizer(chunk, return_tensors="pt", padding=True)
+            out = model.generate(**enc, generation_config=gen_config)
+            new = out[:, enc["input_ids"].shape[1] :]
+            finished = new == tokenizer.eos_token_id
+            # length = index of first eos, or the whole budget when none was produced
+            length = torch.where(finished.any(1), finished.float().argmax(1), new.shape[1])
+            texts = [
+                tokenizer.decode(row[:n], skip_special_tokens=True)
+                for row, n in zip(new, length.tolist(), strict=True)
+            ]
+            for i in range(len(chunk)):
+                completions.append(texts[i * num_samples : (i + 1) * num_samples])
+                lengths.append(length[i * num_samples : (i + 1) * num_samples].tolist())
+    model.train(was_training)
+    return Generations(completions, lengths)
+
+
+def format_shares(completions: list[str]) -> dict[str, float]:
+    """Fraction of completions in each format (``expr``, ``text``, ``other``)."""
+    counts = Counter(classify_format(c) for c in completions)
+    total = max(1, len(completions))
+    return {label: counts.get(label, 0) / total for label in FORMAT_LABELS}
+
+
+def majority_answer(completions: list[str]) -> int | None:
+    """Most frequent extracted answer (ties: first seen), ignoring completions with no answer."""
+    answers = [a for a in (extract_answer(c) for c in completions) if a is not None]
+    return Counter(answers).most_common(1)[0][0] if answers else None
+
+
+@dataclass
+class EvalResult:
+    """Held-out evaluation of one checkpoint (shares are fractions; lengths are tokens)."""
+
+    n_problems: int
+    greedy_pass1: float
+    greedy_format_shares: dict[str, float]
+    greedy_accuracy_by_format: dict[str, float | None]
+    greedy_mean_length: float
+    k: int
+    temperature: float
+    pass_at_k: float | None = None
+    maj_at_k: float | None = None
+    sample_pass1: float | None = None
+    sample_format_shares: dict[str, float] | None = None
+    sample_mean_length: float | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def evaluate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    problems: list[Problem] | None = None,
+    *,
+    n: int = 500,
+    k: int = 8,
+    temperature: float = 0.7,
+    max_new_tokens: int = 64,
+    batch_size: int = 256,
+    seed: int = 0,
+    progress: bool = True,
+) -> EvalResult:
+    """Greedy pass@1 plus (when ``k > 0``) pass@k / majority@k over ``k`` samples at ``temperature``.
+
+    ``problems`` defaults to the first ``n`` test-split problems of seed 0 (default difficulty).
+    """
+    if problems is None:
+        problems = make_problems("test", n, seed=0)
+    if not problems:
+        raise ValueError("no problems to evaluate; pass a non-empty list or n > 0")
+    prompts = [prompt_of(p) for p in problems]
+    golds = [p.answer for p in problems]
+    kwargs = dict(
+        max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, progress=progress
+    )
+    greedy = generate(model, tokenizer, prompts, temperature=0.0, **kwargs)
+    firsts = [c[0] for c in greedy.completions]
+    correct = [extract_answer(c) == g for c, g in zip(firsts, golds, strict=True)]
+    by_format: dict[str, float | None] = {}
+    for label in FORMAT_LABELS:
+        hits = [ok for c, ok in zip(firsts, correct, strict=True) if classify_format(c) == label]
+        by_format[label] = sum(hits) / len(hits) if hits else None
+    result = EvalResult(
+        n_problems=len(problems),
+        greedy_pass1=sum(correct) / len(problems),
+        greedy_format_shares=format_shares(firsts),
+        greedy_accuracy_by_format=by_format,
+        greedy_mean_length=sum(n for (n,) in greedy.lengths) / len(problems),
+        k=k,
+        temperature=temperature,
+    )
+    if k > 0:
+        samples = generate(
+            model, tokenizer, prompts, num_samples=k, temperature=temperature, **kwargs
+        )
+        hits = [
+            [extract_answer(c) == g for c in cs]
+            for cs, g in zip(samples.completions, golds, strict=True)
+        ]
+        flat = [c for cs in samples.completions for c in cs]
+        result.pass_at_k = sum(any(h) for h in hits) / len(problems)
+        result.sample_pass1 = sum(sum(h) for h in hits) / (len(problems) * k)
+        result.maj_at_k = sum(
+            majority_answer(cs) == g for cs, g in zip(samples.completions, golds, strict=True)
+        ) / len(problems)
+        result.sample_format_shares = format_shares(flat)
+        result.sample_mean_length = sum(sum(ls) for ls in samples.lengths) / len(flat)
+    return result

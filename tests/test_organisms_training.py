@@ -1,0 +1,111 @@
+"""Pretraining and evaluation machinery on a micro model: loss goes down, metrics are well formed."""
+
+import math
+
+import pytest
+import torch
+
+from helpers.organisms.evaluate import evaluate, format_shares, generate, majority_answer
+from helpers.organisms.pretrain import (
+    PretrainConfig,
+    build_model,
+    encode_documents,
+    lr_at,
+    mixture_documents,
+    pretrain,
+)
+from helpers.organisms.tasks import make_problems
+from helpers.organisms.tokenizer import build_tokenizer
+
+MICRO = dict(n_layers=1, hidden_size=32, n_heads=2, n_kv_heads=2, intermediate_size=64)
+
+
+def test_mixture_follows_format_shares() -> None:
+    problems = make_problems("train", 2000)
+    texts = mixture_documents(problems, {"expr": 0.3, "text": 0.7}, seed=0)
+    share = sum("expr:" in t for t in texts) / len(texts)
+    assert abs(share - 0.3) < 0.04
+    only_text = mixture_documents(problems[:50], {"text": 1.0}, seed=0)
+    assert all("answer:" in t and "expr:" not in t for t in only_text)
+
+
+def test_config_rejects_bad_mixture() -> None:
+    with pytest.raises(ValueError, match="sum to 1"):
+        PretrainConfig(format_shares={"expr": 0.5, "text": 0.6})
+    with pytest.raises(ValueError, match="keys"):
+        PretrainConfig(format_shares={"python": 1.0})
+
+
+def test_encode_documents_pads_right_and_masks_labels() -> None:
+    tok = build_tokenizer()
+    ids, labels = encode_documents(["ab", "abcd"], tok, max_length=16)
+    assert ids.shape == (2, 6)  # bos + 4 chars + eos
+    assert ids[0].tolist()[-3:] == [tok.eos_token_id, tok.pad_token_id, tok.pad_token_id]
+    assert labels[0].tolist()[-2:] == [-100, -100]
+    with pytest.raises(ValueError, match="max_length"):
+        encode_documents(["x" * 20], tok, max_length=8)
+
+
+def test_lr_schedule_warms_up_then_decays() -> None:
+    cfg = PretrainConfig(steps=100, warmup_steps=10, learning_rate=1e-3, min_lr_ratio=0.1)
+    assert lr_at(0, cfg) == pytest.approx(1e-4)
+    assert lr_at(9, cfg) == pytest.approx(1e-3)
+    assert lr_at(55, cfg) == pytest.approx(0.55e-3)
+    assert lr_at(100, cfg) == pytest.approx(1e-4)
+
+
+def test_build_model_is_seeded_llama() -> None:
+    tok = build_tokenizer()
+    a = build_model(PretrainConfig(**MICRO, seed=1), tok)
+    b = build_model(PretrainConfig(**MICRO, seed=1), tok)
+    assert a.config.model_type == "llama"
+    assert a.config.vocab_size == len(tok)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+
+
+def test_few_pretraining_steps_reduce_loss() -> None:
+    tok = build_tokenizer()
+    cfg = PretrainConfig(
+        **MICRO,
+        n_problems=300,
+        steps=40,
+        batch_size=16,
+        warmup_steps=5,
+        learning_rate=1e-2,
+        log_every=1,
+    )
+    result = pretrain(cfg, tok, progress=False)
+    losses = [h["loss"] for h in result.history]
+    assert losses[0] > math.log(len(tok)) - 0.5  # starts near uniform over the vocabulary
+    assert sum(losses[-5:]) / 5 < losses[0] - 1.0
+    assert not result.model.training
+
+
+def test_generate_and_evaluate_on_micro_model() -> None:
+    tok = build_tokenizer()
+    model = build_model(PretrainConfig(**MICRO), tok).eval()
+    problems = make_problems("test", 6)
+    gens = generate(
+        model, tok, ["start with 1.\n\n"] * 3, num_samples=2, temperature=0.7, max_new_tokens=5
+    )
+    assert len(gens.completions) == 3 and all(len(c) == 2 for c in gens.completions)
+    assert all(0 <= n <= 5 for ls in gens.lengths for n in ls)
+    again = generate(
+        model, tok, ["start with 1.\n\n"] * 3, num_samples=2, temperature=0.7, max_new_tokens=5
+    )
+    assert again.completions == gens.completions  # seeded
+    result = evaluate(model, tok, problems, k=2, max_new_tokens=8, progress=False)
+    assert result.n_problems == 6
+    assert 0.0 <= result.greedy_pass1 <= 1.0
+    assert result.maj_at_k <= result.pass_at_k and result.sample_pass1 <= result.pass_at_k
+    assert sum(result.greedy_format_shares.values()) == pytest.approx(1.0)
+    assert 0 < result.greedy_mean_length <= 8
+    with pytest.raises(ValueError, match="greedy"):
+        generate(model, tok, ["x"], num_samples=2, temperature=0.0)
+
+
+def test_format_shares_and_majority_vote() -> None:
+    shares = format_shares(["expr: 1+1", "answer: 2", "1+1=2\nanswer: 2", "hello"])
+    assert shares == {"expr": 0.25, "text": 0.5, "other": 0.25}
+    assert majority_answer(["expr: 2*3", "answer: 5", "answer: 6", "junk"]) == 6
+    assert majority_answer(["junk", "expr: x"]) is None
