@@ -1,0 +1,376 @@
+"""Open pages of the built book in headless Chromium and report what a reader would see.
+
+Chromium is driven over the DevTools protocol on a pipe (``--remote-debugging-pipe``: fd 3 in,
+fd 4 out, NUL-separated JSON), so no driver binary, port or websocket library is needed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import http.server
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+# Flags for a closed network: without the background-networking ones Chromium keeps trying to
+# reach Google's hosts. --no-sandbox: we only open our own pages, and root (CI containers) needs it.
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--window-size=1280,900",
+)
+
+# Runs in the page once it has loaded: forces lazy images to load, waits (bounded) for every image
+# to settle, then returns what the checks need.
+PAGE_REPORT_JS = """
+(async () => {
+  const imgs = Array.from(document.images);
+  for (const img of imgs) { if (img.loading === 'lazy') img.loading = 'eager'; }
+  const settle = img => img.complete ? Promise.resolve() : new Promise(resolve => {
+    img.addEventListener('load', resolve, {once: true});
+    img.addEventListener('error', resolve, {once: true});
+  });
+  await Promise.race([Promise.all(imgs.map(settle)), new Promise(r => setTimeout(r, 10000))]);
+  const visible = el => !!(el.offsetWidth || el.offsetHeight || el.getClientRects().length);
+  return JSON.stringify({
+    url: location.href,
+    title: document.title,
+    images: imgs.map(img => ({src: img.currentSrc || img.src, complete: img.complete,
+                               natural_width: img.naturalWidth})),
+    provenance: Array.from(document.querySelectorAll('.provenance')).map(el => {
+      // "At the top": inside, or before, the page's first code cell.
+      const first = document.querySelector('div.cell');
+      const atTop = !first || first.contains(el)
+        || !!(el.compareDocumentPosition(first) & Node.DOCUMENT_POSITION_FOLLOWING);
+      return {text: el.innerText.trim(), visible: visible(el), at_top: atTop};
+    }),
+    injected_parameters_visible: Array.from(
+      document.querySelectorAll('.tag_injected-parameters')).filter(visible).length,
+  });
+})()
+"""
+
+
+HAS_META_REFRESH_JS = "!!document.querySelector('meta[http-equiv=\"refresh\" i]')"
+
+
+class BrowserError(RuntimeError):
+    """Chromium could not be started, or did not answer a DevTools command in time."""
+
+
+@dataclass(frozen=True)
+class ImageReport:
+    """One <img> of a page: where it points and whether it decoded."""
+
+    src: str
+    complete: bool
+    natural_width: int
+
+    @property
+    def loaded(self) -> bool:
+        return self.complete and self.natural_width > 0
+
+
+@dataclass(frozen=True)
+class ProvenanceReport:
+    """One element with class ``provenance``: its text, whether it shows, whether it leads the page."""
+
+    text: str
+    visible: bool
+    at_top: bool
+
+
+@dataclass(frozen=True)
+class PageReport:
+    """What a reader gets from one page: title, images, provenance blocks, timing."""
+
+    url: str
+    title: str
+    images: list[ImageReport]
+    provenance: list[ProvenanceReport]
+    injected_parameters_visible: int
+    failed_requests: list[str] = field(default_factory=list)  # same-origin URLs that failed
+    seconds: float = 0.0
+
+    @property
+    def broken_images(self) -> list[str]:
+        return [img.src for img in self.images if not img.loaded]
+
+
+def find_chromium() -> str | None:
+    """Path of a Chromium-family browser: $CHROMIUM if set, else the first known name on PATH."""
+    if env := os.environ.get("CHROMIUM"):
+        return env if shutil.which(env) else None
+    for name in BROWSER_NAMES:
+        if path := shutil.which(name):
+            return path
+    return None
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class _QuietServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """Ignore a browser hanging up mid-transfer; report anything else as usual."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
+@contextmanager
+def serve_directory(root: Path) -> Iterator[str]:
+    """Serve ``root`` over HTTP on a free 127.0.0.1 port from a thread; yields the base URL."""
+    root = Path(root)
+    if not (root / "index.html").is_file():
+        raise FileNotFoundError(f"{root}/index.html is missing: build the book first (`make html`)")
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = _QuietServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, name="book-server", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+class Browser:
+    """A headless Chromium driven over ``--remote-debugging-pipe``; use as a context manager."""
+
+    def __init__(self, executable: str, timeout: float = 30.0) -> None:
+        self.executable = executable
+        self.timeout = timeout
+        self._next_id = 0
+        self._buffer = b""
+        self._events: list[dict] = []
+
+    def __enter__(self) -> Browser:
+        self._profile = tempfile.TemporaryDirectory(prefix="sitecheck-profile-")
+        self._log = tempfile.TemporaryFile()  # the browser's stderr, read back on failure
+        to_browser_r, self._to_browser = _pipe_above(9)
+        self._from_browser, from_browser_w = _pipe_above(9)
+        # Chromium reads commands on fd 3 and writes replies on fd 4; bash moves our pipe ends
+        # there (no preexec_fn: the HTTP server thread makes that unsafe).
+        wire = (
+            f'exec "$@" 3<&{to_browser_r} 4>&{from_browser_w} {to_browser_r}<&- {from_browser_w}>&-'
+        )
+        self._proc = subprocess.Popen(
+            [
+                "bash",
+                "-c",
+                wire,
+                "bash",
+                self.executable,
+                *CHROMIUM_FLAGS,
+                "--remote-debugging-pipe",
+                f"--user-data-dir={self._profile.name}",
+                "about:blank",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self._log,
+            pass_fds=(to_browser_r, from_browser_w),
+            start_new_session=True,
+        )
+        os.close(to_browser_r)
+        os.close(from_browser_w)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with suppress(OSError):
+            self._send("Browser.close", wait=False)
+        with suppress(subprocess.TimeoutExpired):
+            self._proc.wait(timeout=10)
+        _kill_group(self._proc)  # also helpers it left behind (crash handler, zygotes)
+        self._log.close()
+        os.close(self._to_browser)
+        os.close(self._from_browser)
+        self._profile.cleanup()
+
+    def log_tail(self, chars: int = 2000) -> str:
+        """The end of what the browser wrote to stderr so far."""
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")[-chars:]
+
+    def _read_message(self, deadline: float) -> dict:
+        while b"\0" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BrowserError(f"no DevTools message within {self.timeout:.0f} s")
+            ready, _, _ = select.select([self._from_browser], [], [], left)
+            if ready:
+                chunk = os.read(self._from_browser, 1 << 20)
+                if not chunk:
+                    raise BrowserError(
+                        f"Chromium exited (rc={self._proc.poll()}): {self.log_tail()}"
+                    )
+                self._buffer += chunk
+        message, self._buffer = self._buffer.split(b"\0", 1)
+        return json.loads(message)
+
+    def _send(
+        self, method: str, params: dict | None = None, session: str | None = None, wait: bool = True
+    ) -> dict:
+        self._next_id += 1
+        msg: dict = {"id": self._next_id, "method": method, "params": params or {}}
+        if session:
+            msg["sessionId"] = session
+        os.write(self._to_browser, json.dumps(msg).encode() + b"\0")
+        if not wait:
+            return {}
+        deadline = time.monotonic() + self.timeout
+        while True:
+            reply = self._read_message(deadline)
+            if reply.get("id") == self._next_id:
+                if "error" in reply:
+                    raise BrowserError(f"{method}: {reply['error']}")
+                return reply.get("result", {})
+            if "method" in reply:
+                self._events.append(reply)
+
+    def _wait_event(self, method: str, session: str) -> dict:
+        deadline = time.monotonic() + self.timeout
+        while True:
+            for i, ev in enumerate(self._events):
+                if ev["method"] == method and ev.get("sessionId") == session:
+                    return self._events.pop(i)
+            self._events.append(self._read_message(deadline))
+
+    def _evaluate(self, expression: str, session: str) -> object:
+        """Value of a JavaScript expression in the page (awaited if it is a promise)."""
+        result = self._send(
+            "Runtime.evaluate",
+            {"expression": expression, "awaitPromise": True, "returnByValue": True},
+            session=session,
+        )
+        if "exceptionDetails" in result:
+            raise BrowserError(f"page script failed: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    def inspect(self, url: str) -> PageReport:
+        """Load ``url`` in a fresh tab, wait for its load event and images, and report on it."""
+        start = time.perf_counter()
+        target = self._send("Target.createTarget", {"url": "about:blank"})["targetId"]
+        session = self._send("Target.attachToTarget", {"targetId": target, "flatten": True})[
+            "sessionId"
+        ]
+        try:
+            self._send("Page.enable", session=session)
+            self._send("Network.enable", session=session)
+            self._events.clear()
+            nav = self._send("Page.navigate", {"url": url}, session=session)
+            if nav.get("errorText"):
+                raise BrowserError(f"{url}: {nav['errorText']}")
+            self._wait_event("Page.loadEventFired", session)
+            try:
+                redirecting = bool(self._evaluate(HAS_META_REFRESH_JS, session))
+            except BrowserError:  # the context went away: the page is already moving on
+                redirecting = True
+            if redirecting:  # the book's index.html redirects to the root chapter
+                self._wait_event("Page.loadEventFired", session)
+            data = json.loads(self._evaluate(PAGE_REPORT_JS, session))
+            failed = _same_origin_failures(self._events, session, url)
+        finally:
+            self._send("Target.closeTarget", {"targetId": target})
+        return PageReport(
+            url=data["url"],
+            title=data["title"],
+            images=[ImageReport(**img) for img in data["images"]],
+            provenance=[ProvenanceReport(**p) for p in data["provenance"]],
+            injected_parameters_visible=data["injected_parameters_visible"],
+            failed_requests=failed,
+            seconds=time.perf_counter() - start,
+        )
+
+
+def _same_origin_failures(events: list[dict], session: str, page_url: str) -> list[str]:
+    """URLs on the page's own origin whose request failed or answered 4xx/5xx.
+
+    Requests to other hosts (fonts, MathJax from a CDN) are left out: they fail on a closed network
+    and are not part of what the book ships.
+    """
+    origin = "/".join(page_url.split("/", 3)[:3]) + "/"
+    urls: dict[str, str] = {}
+    failed: list[str] = []
+    for ev in events:
+        if ev.get("sessionId") != session:
+            continue
+        params = ev["params"]
+        if ev["method"] == "Network.requestWillBeSent":
+            urls[params["requestId"]] = params["request"]["url"]
+        elif ev["method"] == "Network.responseReceived" and params["response"]["status"] >= 400:
+            failed.append(f"{params['response']['url']} ({params['response']['status']})")
+        elif ev["method"] == "Network.loadingFailed" and not params.get("canceled"):
+            failed.append(f"{urls.get(params['requestId'], '?')} ({params.get('errorText')})")
+    favicon = origin + "favicon.ico "  # asked for by the browser itself, not by the page
+    return [f for f in failed if f.startswith(origin) and not f.startswith(favicon)]
+
+
+def _pipe_above(low: int) -> tuple[int, int]:
+    """An os.pipe() whose two ends are numbered above ``low`` (so redirecting to 3 and 4 is safe)."""
+    ends = []
+    for fd in os.pipe():
+        ends.append(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, low + 1))
+        os.close(fd)
+    return ends[0], ends[1]
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """End a browser we started and every process it forked (it runs in its own session)."""
+    with suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def screenshot(executable: str, url: str, path: Path, timeout: float = 60.0) -> Path:
+    """Save a 1280x900 PNG of ``url`` with ``chromium --headless --screenshot``; returns ``path``.
+
+    Give the final URL: the CLI screenshot waits forever on a page that redirects (the book's
+    index.html does), so pass ``PageReport.url`` from :meth:`Browser.inspect` instead.
+    """
+    path = Path(path)
+    with tempfile.TemporaryDirectory(prefix="sitecheck-profile-") as profile:
+        args = [executable, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--screenshot={path}"]
+        proc = subprocess.Popen(
+            [*args, url],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        try:
+            _, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise BrowserError(f"screenshot of {url} took over {timeout:.0f} s") from exc
+        finally:
+            _kill_group(proc)
+    if proc.returncode != 0 or not path.is_file():
+        raise BrowserError(f"screenshot of {url} failed: {err.decode(errors='replace')[-2000:]}")
+    return path

@@ -1,0 +1,238 @@
+"""The built book as a reader meets it: served on localhost and opened in headless Chromium.
+
+Builds the book strictly into a temporary folder (Sphinx warnings fail it), or with
+``BOOK_SITE_REUSE=1`` checks the ``_build/html`` that ``make book`` just wrote. Three pages are
+opened (the root plus, first, executed notebooks from the TOC): each must have the expected
+<title>, no broken image, no failed same-origin request, and on notebook pages a visible
+provenance block at the top and no visible injected-parameters cell.
+
+Run: ``.venv/bin/python -m pytest -m slow tests/test_book_site.py``. Chromium comes from Debian's
+``chromium`` package (installed here when missing and running as root) or ``$CHROMIUM``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from sitecheck import Browser, PageReport, find_chromium, screenshot, serve_directory
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+STRICT_ARGS = ("--builder", "html", "-W", "-n", "--keep-going")
+REUSE_ENV = "BOOK_SITE_REUSE"
+N_PAGES = 3
+
+
+@dataclass(frozen=True)
+class TocPage:
+    """One page of the table of contents: its source file and what its <title> must be."""
+
+    docname: str  # path without suffix, as in _toc.yml, e.g. "book/intro"
+    source: Path
+    heading: str
+
+    @property
+    def is_notebook(self) -> bool:
+        return self.source.suffix == ".ipynb"
+
+
+def _first_heading(source: Path) -> str:
+    """Text of the first level-1 heading of a MyST page or notebook, inline markup removed."""
+    if source.suffix == ".ipynb":
+        import nbformat
+
+        nb = nbformat.read(source, as_version=4)
+        text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    else:
+        text = source.read_text(encoding="utf-8")
+        text = re.sub(r"\A---\n.*?\n---\n", "", text, flags=re.S)  # front matter
+    match = re.search(r"^# +(.+?) *#* *$", text, flags=re.M)
+    if match is None:
+        raise ValueError(f"{source} has no '# ' heading: Sphinx would title the page oddly")
+    return re.sub(r"[`*$]", "", match.group(1)).strip()
+
+
+def _resolve(docname: str) -> Path:
+    for suffix in (".md", ".ipynb", ".rst"):
+        if (path := REPO / f"{docname}{suffix}").is_file():
+            return path
+    raise FileNotFoundError(f"_toc.yml names {docname!r} but no .md/.ipynb/.rst file exists")
+
+
+def _toc_docnames(node: object) -> Iterator[str]:
+    if isinstance(node, dict):
+        if isinstance(node.get("file"), str):
+            yield node["file"]
+        for key in ("parts", "chapters", "sections"):
+            for child in node.get(key) or []:
+                yield from _toc_docnames(child)
+    elif isinstance(node, list):
+        for child in node:
+            yield from _toc_docnames(child)
+
+
+def toc_pages() -> list[TocPage]:
+    """Every page of _toc.yml in reading order, root first."""
+    toc = yaml.safe_load((REPO / "_toc.yml").read_text(encoding="utf-8"))
+    names = [toc["root"], *_toc_docnames(toc)]
+    return [TocPage(n, src := _resolve(n), _first_heading(src)) for n in dict.fromkeys(names)]
+
+
+def pages_to_open(pages: list[TocPage], n: int = N_PAGES) -> list[TocPage]:
+    """The root, then executed notebooks, then other chapters, in TOC order: ``n`` pages."""
+    root, rest = pages[0], pages[1:]
+    ordered = [p for p in rest if p.is_notebook] + [p for p in rest if not p.is_notebook]
+    return [root, *ordered][:n]
+
+
+BOOK_TITLE = yaml.safe_load((REPO / "_config.yml").read_text(encoding="utf-8"))["title"]
+PAGES = pages_to_open(toc_pages())
+
+
+@dataclass(frozen=True)
+class BuiltSite:
+    html: Path
+    seconds: float
+    log: str
+
+
+def _jupyter_book() -> str:
+    exe = Path(sys.executable).with_name("jupyter-book")
+    if exe.is_file():
+        return str(exe)
+    if found := shutil.which("jupyter-book"):
+        return found
+    pytest.fail("jupyter-book is not installed: run `make setup` (it is in the `report` extra)")
+
+
+@pytest.fixture(scope="session")
+def built_site(tmp_path_factory: pytest.TempPathFactory) -> BuiltSite:
+    """The strict build of the book, or the fresh existing one when BOOK_SITE_REUSE=1."""
+    if os.environ.get(REUSE_ENV) == "1":
+        html = REPO / "_build" / "html"
+        stale = [
+            p.docname
+            for p in toc_pages()
+            if not (html / f"{p.docname}.html").is_file()
+            or (html / f"{p.docname}.html").stat().st_mtime < p.source.stat().st_mtime
+        ]
+        if stale or not (html / "index.html").is_file():
+            pytest.fail(
+                f"{REUSE_ENV}=1 but {html} is missing or older than {stale or 'index.html'}: "
+                f"run `make html` first, or unset {REUSE_ENV} to build here"
+            )
+        return BuiltSite(html=html, seconds=0.0, log="(reused)")
+    out = tmp_path_factory.mktemp("book")
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [_jupyter_book(), "build", str(REPO), *STRICT_ARGS, "--path-output", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, (
+        f"strict book build failed (Sphinx warnings are errors):\n{log[-6000:]}"
+    )
+    return BuiltSite(html=out / "_build" / "html", seconds=time.perf_counter() - start, log=log)
+
+
+def _install_chromium() -> str | None:
+    """apt-get install Debian's chromium when we may (root, apt present); its path, or None."""
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        return None
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (
+        ["apt-get", "update", "-qq"],
+        [
+            "apt-get",
+            "install",
+            "-y",
+            "-qq",
+            "--no-install-recommends",
+            "chromium",
+            "fonts-liberation",
+        ],
+    ):
+        if subprocess.run(cmd, env=env, capture_output=True, timeout=900, check=False).returncode:
+            return None
+    return find_chromium()
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    exe = find_chromium() or _install_chromium()
+    if exe is None:
+        pytest.skip(
+            "no headless Chromium: install Debian's `chromium` (apt-get install chromium; done "
+            "automatically when running as root) or point $CHROMIUM at a Chrome/Chromium binary"
+        )
+    return exe
+
+
+@pytest.fixture(scope="session")
+def base_url(built_site: BuiltSite) -> Iterator[str]:
+    with serve_directory(built_site.html) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def browser(chromium: str) -> Iterator[Browser]:
+    with Browser(chromium) as b:
+        yield b
+
+
+def _url_for(page: TocPage, base: str) -> str:
+    # The root is opened through index.html, so its redirect is checked too.
+    return base + ("index.html" if page == PAGES[0] else f"{page.docname}.html")
+
+
+def test_pages_cover_notebooks_first() -> None:
+    """Executed notebooks, once the TOC has any, are among the pages opened."""
+    notebooks = [p for p in toc_pages()[1:] if p.is_notebook]
+    opened = [p for p in PAGES if p.is_notebook]
+    assert len(opened) == min(len(notebooks), N_PAGES - 1)
+    assert PAGES[0].docname == yaml.safe_load((REPO / "_toc.yml").read_text())["root"]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[p.docname for p in PAGES])
+def test_page_reads_right(page: TocPage, browser: Browser, base_url: str) -> None:
+    report: PageReport = browser.inspect(_url_for(page, base_url))
+
+    assert report.url == f"{base_url}{page.docname}.html"
+    assert report.title == f"{page.heading} — {BOOK_TITLE}"
+    assert report.broken_images == [], f"images that did not load: {report.broken_images}"
+    assert report.failed_requests == [], f"requests that failed: {report.failed_requests}"
+    if not page.is_notebook:
+        return
+    assert report.provenance, "no element with class 'provenance' on an executed notebook page"
+    block = report.provenance[0]
+    assert block.visible and block.at_top, f"provenance block hidden or not at the top: {block}"
+    assert re.search(r"\b[0-9a-f]{7,40}\b", block.text), f"no commit in provenance: {block.text!r}"
+    assert re.search(r"\d{4}-\d{2}-\d{2}", block.text), f"no date in provenance: {block.text!r}"
+    assert report.injected_parameters_visible == 0, "papermill's injected-parameters cell shows"
+
+
+def test_index_screenshot(chromium: str, browser: Browser, base_url: str, tmp_path: Path) -> None:
+    """The landing page renders: a 1280x900 PNG with more than a blank background."""
+    from PIL import Image
+
+    landing = browser.inspect(base_url + "index.html").url
+    path = Path(os.environ.get("BOOK_SITE_SCREENSHOT", tmp_path / "index.png"))
+    screenshot(chromium, landing, path)
+    with Image.open(path) as img:
+        assert img.size == (1280, 900)
+        colours = img.convert("L").getcolors(maxcolors=1 << 16)
+    assert colours is None or len(colours) > 20, "the screenshot is (almost) one flat colour"
