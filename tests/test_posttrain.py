@@ -35,6 +35,7 @@ from helpers.organisms.posttrain.losses import (
     group_advantages,
     kl_estimate,
 )
+from helpers.organisms.posttrain.ppo import logprobs_and_values
 from helpers.organisms.posttrain.rollout import sample, token_logprobs
 from helpers.organisms.tokenizer import build_tokenizer
 from helpers.tiny_models import tiny_model
@@ -268,16 +269,32 @@ def test_preference_pairs_are_correct_vs_incorrect_and_dpo_widens_the_margin(bas
     assert mean_reward(base, tokenizer) > before + 0.2
 
 
-def test_ppo_raises_reward_with_checkpoints(base, tokenizer, tmp_path):
+@pytest.mark.parametrize("value_model", ["separate", "shared"])
+def test_ppo_raises_reward_with_checkpoints(base, tokenizer, tmp_path, value_model):
     before = mean_reward(base, tokenizer)
     cfg = PostTrainConfig(
-        steps=12, learning_rate=3e-3, kl_coef=0.01, checkpoint_steps=(6,), **MICRO
+        steps=12,
+        learning_rate=3e-3,
+        kl_coef=0.01,
+        checkpoint_steps=(6,),
+        value_model=value_model,
+        **MICRO,
     )
     log = ppo(base, tokenizer, PROMPTS, GOLDS, starts_with_a, cfg, checkpoint_dir=tmp_path)
     assert mean_reward(base, tokenizer) > before + 0.25
     assert {"loss", "value_loss", "reward_mean", "kl", "clip_fraction"} <= set(log.history[0])
     assert log.history[0]["kl"] == pytest.approx(0.0, abs=1e-5)  # policy == reference at step 1
     assert log.checkpoints == [str(tmp_path / "step-00006")]
+    assert log.history[-1]["value_mean"] != 0.0  # the critic has learned something
+
+
+def test_shared_value_pass_gives_the_same_logprobs(base, tokenizer):
+    rollout = sample(base, tokenizer, PROMPTS[:4], 2, max_new_tokens=6, seed=5)
+    head = torch.nn.Linear(base.config.hidden_size, 1)
+    logp, values = logprobs_and_values(base, head, rollout.input_ids, rollout.attention_mask, 0.7)
+    expected, _ = token_logprobs(base, rollout.input_ids, rollout.attention_mask, 0.7)
+    torch.testing.assert_close(logp, expected)
+    assert values.shape == logp.shape
 
 
 @pytest.mark.parametrize("backend", ["trl", "native"])

@@ -63,6 +63,9 @@ class PostTrainConfig:
     gae_lambda: float = 0.95
     whiten_advantages: bool = True
     kl_estimator: str = "k1"  # PPO's per-token penalty in the reward
+    value_model: str = (
+        "separate"  # PPO critic: "separate" backbone copy, or "shared" head on the policy
+    )
     # GRPO
     grpo_backend: str = "trl"  # "trl" (TRL's GRPOTrainer) or "native" (our loop, same objective)
     grpo_loss_type: str = "dapo"  # TRL's token-level normalisation (see GRPOConfig.loss_type)
@@ -101,6 +104,8 @@ class PostTrainConfig:
             raise ValueError(f"lr_scheduler={self.lr_scheduler!r}; choose 'constant' or 'linear'")
         if self.kl_estimator not in KL_ESTIMATORS:
             raise ValueError(f"kl_estimator={self.kl_estimator!r}; choose one of {KL_ESTIMATORS}")
+        if self.value_model not in ("separate", "shared"):
+            raise ValueError(f"value_model={self.value_model!r}; choose 'separate' or 'shared'")
         if self.grpo_backend not in ("trl", "native"):
             raise ValueError(f"grpo_backend={self.grpo_backend!r}; choose 'trl' or 'native'")
         if self.grpo_loss_type not in GRPO_LOSS_TYPES:

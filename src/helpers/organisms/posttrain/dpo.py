@@ -21,13 +21,18 @@ from trl import DPOConfig, DPOTrainer
 
 from helpers.organisms.posttrain.config import PostTrainConfig, TrainLog
 from helpers.organisms.posttrain.rollout import sample
-from helpers.organisms.posttrain.sft import check_pairs, demonstration_batch, frozen_copy
+from helpers.organisms.posttrain.sft import (
+    PROBE_SIZE,
+    check_pairs,
+    demonstration_batch,
+    frozen_copy,
+)
 from helpers.organisms.posttrain.trl_utils import (
     HistoryCallback,
+    ReferenceKLProbe,
     StepHookCallback,
     checkpoint_hook,
     quiet_progress,
-    reference_kl,
     restore_forward,
     trainer_kwargs,
 )
@@ -130,13 +135,11 @@ def dpo(
     start = time.perf_counter()
     log = TrainLog(algorithm="dpo", config=cfg.to_dict())
     ref = frozen_copy(model)
-    probe_pairs = list(pairs[: cfg.batch_size])
-    probe = [
-        t.to(model.device)
-        for t in demonstration_batch(
-            tokenizer, [p["prompt"] for p in probe_pairs], [p["chosen"] for p in probe_pairs]
-        )
-    ]
+    probe_pairs = list(pairs[:PROBE_SIZE])
+    batch = demonstration_batch(
+        tokenizer, [p["prompt"] for p in probe_pairs], [p["chosen"] for p in probe_pairs]
+    )
+    probe = ReferenceKLProbe(ref, *(t.to(model.device) for t in batch))
     history = HistoryCallback(
         {
             "loss": "loss",
@@ -150,7 +153,7 @@ def dpo(
     )
 
     def kl_hook(m: torch.nn.Module, step: int) -> None:
-        history.row(step)["kl"] = reference_kl(m, ref, *probe)
+        history.row(step)["kl"] = probe(m)
 
     dataset = Dataset.from_dict({key: [p[key] for p in pairs] for key in PAIR_KEYS})
     with tempfile.TemporaryDirectory(prefix="dpo-") as out:

@@ -1,10 +1,13 @@
 """PPO for a causal LM (ours: TRL 1.16 has none), in the InstructGPT / OpenRLHF form.
 
 Per step: sample `group_size` completions for each of `batch_size` prompts; the reward of token t is
-``-kl_coef * KL_t(pi_old || pi_ref)`` plus the task reward on the completion's last token; a
-separate critic (the base's backbone plus a zero-initialised linear value head) gives V_t; GAE gives
-advantages (whitened) and returns; then `ppo_epochs` passes of minibatch updates of the clipped
-surrogate (policy) and the clipped value loss (critic), each with its own AdamW.
+``-kl_coef * KL_t(pi_old || pi_ref)`` plus the task reward on the completion's last token; a critic
+gives V_t; GAE gives advantages (whitened) and returns; then `ppo_epochs` passes of minibatch
+updates of the clipped surrogate (policy) and the clipped value loss (critic).
+
+Critic (`cfg.value_model`): "separate" (default) is a copy of the base's backbone with a
+zero-initialised linear value head and its own AdamW; "shared" is a value head on the policy's own
+last hidden state, trained jointly (loss = policy + vf_coef * value), about half the compute.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from helpers.organisms.posttrain.sft import check_pairs, frozen_copy
 
 
 class ValueModel(nn.Module):
-    """Critic: a copy of the policy's backbone with a scalar head on the last hidden state."""
+    """Separate critic: a copy of the policy's backbone with a scalar head on the last hidden state."""
 
     def __init__(self, policy: PreTrainedModel):
         super().__init__()
@@ -62,6 +65,22 @@ class ValueModel(nn.Module):
             input_ids=input_ids, attention_mask=attention_mask, use_cache=False
         ).last_hidden_state
         return self.head(hidden).squeeze(-1).float()
+
+
+def logprobs_and_values(
+    model: PreTrainedModel,
+    head: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    temperature: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One backbone pass giving next-token log-probs [N, L-1] and values of `head` on its hidden states [N, L-1]."""
+    hidden = getattr(model, model.base_model_prefix)(
+        input_ids=input_ids, attention_mask=attention_mask, use_cache=False
+    ).last_hidden_state[:, :-1]
+    logits = model.get_output_embeddings()(hidden).float() / temperature
+    logp = torch.log_softmax(logits, dim=-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+    return logp, head(hidden).squeeze(-1).float()
 
 
 def token_rewards(
@@ -95,13 +114,25 @@ def ppo(
     torch.manual_seed(cfg.seed)
     was_training = model.training
     ref = frozen_copy(model)
-    critic = ValueModel(model)
+    shared = cfg.value_model == "shared"
+    if shared:
+        critic = nn.Linear(model.config.hidden_size, 1).to(model.device)
+        nn.init.zeros_(critic.weight)
+        nn.init.zeros_(critic.bias)
+    else:
+        critic = ValueModel(model)
     policy_opt = torch.optim.AdamW(
         model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
     )
     critic_opt = torch.optim.AdamW(
         critic.parameters(), lr=cfg.critic_lr, weight_decay=cfg.weight_decay
     )
+
+    def values_of(ids: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        if shared:
+            return logprobs_and_values(model, critic, ids, attn, cfg.temperature)[1]
+        return critic(ids, attn)[:, :-1]
+
     schedule = lr_lambda(cfg)
     gen = torch.Generator().manual_seed(cfg.seed)
     stream = prompt_stream(len(prompts), cfg.seed)
@@ -123,7 +154,7 @@ def ppo(
         )
         ro = batch.rollout
         with torch.no_grad():
-            old_values = critic(ro.input_ids, ro.attention_mask)[:, :-1] * batch.mask
+            old_values = values_of(ro.input_ids, ro.attention_mask) * batch.mask
         rewards, kl = token_rewards(batch, cfg.kl_coef, cfg.kl_estimator)
         advantages, returns = gae(rewards, old_values, batch.mask, cfg.gamma, cfg.gae_lambda)
         if cfg.whiten_advantages:
@@ -144,21 +175,23 @@ def ppo(
                     returns[mb],
                     old_values[mb],
                 )
-                logp, _ = token_logprobs(model, ids, attn, cfg.temperature)
+                if shared:
+                    logp, values = logprobs_and_values(model, critic, ids, attn, cfg.temperature)
+                else:
+                    logp, _ = token_logprobs(model, ids, attn, cfg.temperature)
+                    values = critic(ids, attn)[:, :-1]
                 tok_loss, clipped, _ = clipped_surrogate(logp, old_logp, adv, mask, cfg.clip_range)
                 policy_loss = masked_mean(tok_loss, mask)
-                policy_opt.zero_grad(set_to_none=True)
-                policy_loss.backward()
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                policy_opt.step()
-
-                values = critic(ids, attn)[:, :-1]
                 value_loss = cfg.vf_coef * clipped_value_loss(
                     values, old_v, ret, mask, cfg.value_clip_range
                 )
+                policy_opt.zero_grad(set_to_none=True)
                 critic_opt.zero_grad(set_to_none=True)
-                value_loss.backward()
+                # separate critic: the two losses touch disjoint parameters, one backward serves both
+                (policy_loss + value_loss).backward()
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                 nn.utils.clip_grad_norm_(critic.parameters(), cfg.max_grad_norm)
+                policy_opt.step()
                 critic_opt.step()
 
                 stats["loss"].append(policy_loss.item())

@@ -23,13 +23,15 @@ from helpers.organisms.posttrain.config import PostTrainConfig, TrainLog
 from helpers.organisms.posttrain.rollout import build_sequences, encode_prompts
 from helpers.organisms.posttrain.trl_utils import (
     HistoryCallback,
+    ReferenceKLProbe,
     StepHookCallback,
     checkpoint_hook,
     quiet_progress,
-    reference_kl,
     restore_forward,
     trainer_kwargs,
 )
+
+PROBE_SIZE = 8  # sequences in the fixed batch on which SFT, EI and DPO measure KL to the reference
 
 
 def frozen_copy(model: PreTrainedModel) -> PreTrainedModel:
@@ -78,17 +80,15 @@ def run_sft(
     extra: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """`steps` SFT optimiser steps with TRL; history rows numbered from `step_offset + 1`."""
-    probe_n = min(cfg.batch_size, len(prompts))
-    probe = [
-        t.to(model.device)
-        for t in demonstration_batch(tokenizer, prompts[:probe_n], completions[:probe_n])
-    ]
+    n = min(PROBE_SIZE, len(prompts))
+    batch = demonstration_batch(tokenizer, prompts[:n], completions[:n])
+    probe = ReferenceKLProbe(ref_model, *(t.to(model.device) for t in batch))
     history = HistoryCallback(
         {"loss": "loss", "grad_norm": "grad_norm"}, {"reward_mean": None, **(extra or {})}
     )
 
     def kl_hook(m: torch.nn.Module, step: int) -> None:
-        history.row(step)["kl"] = reference_kl(m, ref_model, *probe)
+        history.row(step)["kl"] = probe(m)
 
     saved = checkpoints if checkpoints is not None else []
     callbacks = [

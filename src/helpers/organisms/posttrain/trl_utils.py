@@ -63,26 +63,37 @@ def restore_forward(model: torch.nn.Module) -> None:
         del model.forward
 
 
-@torch.no_grad()
-def reference_kl(
-    model: torch.nn.Module,
-    ref_model: torch.nn.Module,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    completion_mask: torch.Tensor,
-) -> float:
-    """Mean exact per-token KL(model || ref_model) over the completion positions of fixed sequences."""
-    was_training = model.training
-    model.eval()
-    try:
-        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-        ref_logits = ref_model(
-            input_ids=input_ids, attention_mask=attention_mask, use_cache=False
-        ).logits
-    finally:
-        model.train(was_training)
-    kl = exact_kl(logits[:, :-1], ref_logits[:, :-1])
-    return float(masked_mean(kl, completion_mask[:, 1:]))
+class ReferenceKLProbe:
+    """Exact per-token KL(model || reference) on a fixed probe batch, the reference's logits cached once.
+
+    Called as ``probe(model)``; averages over the completion positions of the probe sequences.
+    """
+
+    def __init__(
+        self,
+        ref_model: torch.nn.Module,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        completion_mask: torch.Tensor,
+    ):
+        self.input_ids, self.attention_mask = input_ids, attention_mask
+        self.mask = completion_mask[:, 1:]
+        self.ref_logits = self._logits(ref_model)
+
+    @torch.no_grad()
+    def _logits(self, model: torch.nn.Module) -> torch.Tensor:
+        was_training = model.training
+        model.eval()
+        try:
+            out = model(
+                input_ids=self.input_ids, attention_mask=self.attention_mask, use_cache=False
+            )
+        finally:
+            model.train(was_training)
+        return out.logits[:, :-1].float()
+
+    def __call__(self, model: torch.nn.Module) -> float:
+        return float(masked_mean(exact_kl(self._logits(model), self.ref_logits), self.mask))
 
 
 class HistoryCallback(TrainerCallback):
