@@ -218,15 +218,15 @@ def test_linearisation_with_real_patched_forward(family: str) -> None:
     ]
     norms.append(model.model.norm)
     scores = result.scores[0]
-    # The largest edges, plus a long-range one into the logits.
-    flat = scores.abs().flatten().topk(4).indices.tolist()
-    edges = [divmod(k, scores.shape[1]) for k in flat] + [(0, scores.shape[1] - 1)]
+    # Every edge but emb->attn.0: that one is attn.0's whole input, so by the norm's scale
+    # invariance its linear term is ~0 and a finite difference measures the cubic term instead.
+    edges = [(u, v) for u, v in result.mask.nonzero().tolist() if (u, v) != (0, 0)]
     eps = 1e-2
     for u, v in edges:
         up = loss_with_patch(model, ids, mask, labels, norms[v], -eps * outputs[u])
         down = loss_with_patch(model, ids, mask, labels, norms[v], eps * outputs[u])
         finite = float((up - down)[0] / (2 * eps))
-        assert finite == pytest.approx(float(scores[u, v]), rel=2e-3, abs=2e-6), (u, v)
+        assert finite == pytest.approx(float(scores[u, v]), rel=2e-3, abs=1e-6), (u, v)
 
 
 @pytest.mark.parametrize("side", ["left", "right"])
