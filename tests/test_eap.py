@@ -10,7 +10,7 @@ from nnsight import NNsight
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from helpers.architectures import UnsupportedArchitecture
-from helpers.eap import EdgeScores, edge_scores
+from helpers.eap import EdgeScores, concat, edge_scores, score_batches
 from helpers.tiny_models import FAMILIES, tiny_model
 
 SEQ = 20  # longer than the mistral sliding window (8)
@@ -328,6 +328,29 @@ def test_edge_values_and_names() -> None:
     names = result.edge_names()
     k = names.index("attn.1->logits")
     assert result.edge_values()[0, k] == result.scores[0, 3, 6]
+
+
+def test_batches_concatenate_and_round_trip(tmp_path) -> None:
+    model = tiny_model("qwen3", initializer_range=0.1)
+    ids, mask, labels = make_batch([SEQ, 15, 11], SEQ, side="left", seed=10)
+    whole = edge_scores(model, ids, mask, labels, positions="labelled")
+    parts = score_batches(
+        model,
+        [(ids[:2], mask[:2], labels[:2]), (ids[2:], mask[2:], labels[2:])],
+        positions="labelled",
+        progress=False,
+    )
+    assert parts.positions == "labelled"
+    assert rel_err(parts.scores, whole.scores) < 1e-5
+    assert torch.allclose(parts.loss, whole.loss, rtol=1e-6)
+    path = tmp_path / "scores" / "qwen3.pt"
+    whole.save(path)
+    loaded = EdgeScores.load(path)
+    assert torch.equal(loaded.scores, whole.scores) and torch.equal(loaded.mask, whole.mask)
+    assert loaded.sources == whole.sources and loaded.positions == "labelled"
+    assert [p.name for p in path.parent.iterdir()] == ["qwen3.pt"]  # no temporary left behind
+    with pytest.raises(ValueError, match="position rules"):
+        concat([whole, edge_scores(model, ids, mask, labels)])
 
 
 def test_unknown_architecture_is_refused() -> None:

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import nnsight
@@ -21,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from nnsight import NNsight
 from nnsight.intervention.envoy import Envoy
+from tqdm.auto import tqdm
 
 from helpers.architectures import Adapter, adapter_for, resolve
 from helpers.graph import ResidualGraph, residual_graph
@@ -52,6 +56,37 @@ class EdgeScores:
     def edge_values(self) -> torch.Tensor:
         """[batch, n_edges] scores of the real edges only, in `edge_names` order."""
         return self.scores[:, self.mask]
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write to `path` (torch format) atomically: a temporary file, then os.replace."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
+            torch.save(asdict(self), tmp)
+        os.replace(tmp.name, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> EdgeScores:
+        """Read what `save` wrote."""
+        return cls(**torch.load(path, weights_only=True))
+
+
+def concat(results: Sequence[EdgeScores]) -> EdgeScores:
+    """Stack the samples of several EdgeScores of the same graph and position rule."""
+    if not results:
+        raise ValueError("concat needs at least one EdgeScores")
+    first = results[0]
+    for other in results[1:]:
+        if other.sources != first.sources or other.positions != first.positions:
+            raise ValueError("cannot concat EdgeScores of different graphs or position rules")
+    return EdgeScores(
+        scores=torch.cat([r.scores for r in results]),
+        sources=first.sources,
+        targets=first.targets,
+        mask=first.mask,
+        loss=torch.cat([r.loss for r in results]),
+        positions=first.positions,
+    )
 
 
 def per_sample_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -239,6 +274,24 @@ def edge_scores(
         loss=loss.cpu(),
         positions=positions,
     )
+
+
+def score_batches(
+    model: Any,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    *,
+    positions: Positions = "all",
+    remote: bool = False,
+    progress: bool = True,
+) -> EdgeScores:
+    """`edge_scores` over (input_ids, attention_mask, labels) batches, concatenated in order."""
+    results = [
+        edge_scores(model, ids, mask, labels, positions=positions, remote=remote)
+        for ids, mask, labels in tqdm(
+            batches, desc="edge scores", unit="batch", disable=not progress
+        )
+    ]
+    return concat(results)
 
 
 def _trace_scores(
