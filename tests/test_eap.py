@@ -265,6 +265,16 @@ def test_parameters_untouched(model) -> None:
         p.grad = None
 
 
+def test_works_under_no_grad_and_refuses_inference_mode() -> None:
+    model = tiny_model("llama")
+    ids, mask, labels = make_batch([SEQ], SEQ)
+    expected = edge_scores(model, ids, mask, labels)
+    with torch.no_grad():
+        assert torch.equal(edge_scores(model, ids, mask, labels).scores, expected.scores)
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="inference_mode"):
+        edge_scores(model, ids, mask, labels)
+
+
 def test_nnsight_model_gives_the_same_scores() -> None:
     model = tiny_model("qwen2", initializer_range=0.1)
     ids, mask, labels = make_batch([SEQ, 12], SEQ, side="left", seed=8)
