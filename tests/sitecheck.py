@@ -60,8 +60,9 @@ PAGE_REPORT_JS = """
     images: imgs.map(img => ({src: img.currentSrc || img.src, complete: img.complete,
                                natural_width: img.naturalWidth})),
     provenance: Array.from(document.querySelectorAll('.provenance')).map(el => {
-      // "At the top": inside, or before, the page's first code cell.
-      const first = document.querySelector('div.cell');
+      // "At the top": inside, or before, the first code cell other than the template's
+      // `parameters` cell (its defaults may show above the block that says what actually ran).
+      const first = document.querySelector('div.cell:not(.tag_parameters)');
       const atTop = !first || first.contains(el)
         || !!(el.compareDocumentPosition(first) & Node.DOCUMENT_POSITION_FOLLOWING);
       return {text: el.innerText.trim(), visible: visible(el), at_top: atTop};
@@ -73,7 +74,12 @@ PAGE_REPORT_JS = """
 """
 
 
-HAS_META_REFRESH_JS = "!!document.querySelector('meta[http-equiv=\"refresh\" i]')"
+# True once the navigated document has loaded and will not redirect (the book's index.html does,
+# with a meta refresh, to the root chapter).
+SETTLED_JS = """
+location.href !== 'about:blank' && document.readyState === 'complete'
+  && !document.querySelector('meta[http-equiv="refresh" i]')
+"""
 
 
 class BrowserError(RuntimeError):
@@ -95,7 +101,7 @@ class ImageReport:
 
 @dataclass(frozen=True)
 class ProvenanceReport:
-    """One element with class ``provenance``: its text, whether it shows, whether it leads the page."""
+    """One element with class ``provenance``: its text, whether it shows, whether it leads."""
 
     text: str
     visible: bool
@@ -255,14 +261,6 @@ class Browser:
             if "method" in reply:
                 self._events.append(reply)
 
-    def _wait_event(self, method: str, session: str) -> dict:
-        deadline = time.monotonic() + self.timeout
-        while True:
-            for i, ev in enumerate(self._events):
-                if ev["method"] == method and ev.get("sessionId") == session:
-                    return self._events.pop(i)
-            self._events.append(self._read_message(deadline))
-
     def _evaluate(self, expression: str, session: str) -> object:
         """Value of a JavaScript expression in the page (awaited if it is a promise)."""
         result = self._send(
@@ -274,6 +272,18 @@ class Browser:
             raise BrowserError(f"page script failed: {result['exceptionDetails']}")
         return result["result"].get("value")
 
+    def _wait_until_loaded(self, session: str, url: str) -> None:
+        """Poll until the document has loaded and is not about to redirect (meta refresh)."""
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            try:
+                if self._evaluate(SETTLED_JS, session):
+                    return
+            except BrowserError:  # the document went away mid-call: a navigation is under way
+                pass
+            time.sleep(0.05)
+        raise BrowserError(f"{url} did not finish loading within {self.timeout:.0f} s")
+
     def inspect(self, url: str) -> PageReport:
         """Load ``url`` in a fresh tab, wait for its load event and images, and report on it."""
         start = time.perf_counter()
@@ -282,19 +292,12 @@ class Browser:
             "sessionId"
         ]
         try:
-            self._send("Page.enable", session=session)
             self._send("Network.enable", session=session)
             self._events.clear()
             nav = self._send("Page.navigate", {"url": url}, session=session)
             if nav.get("errorText"):
                 raise BrowserError(f"{url}: {nav['errorText']}")
-            self._wait_event("Page.loadEventFired", session)
-            try:
-                redirecting = bool(self._evaluate(HAS_META_REFRESH_JS, session))
-            except BrowserError:  # the context went away: the page is already moving on
-                redirecting = True
-            if redirecting:  # the book's index.html redirects to the root chapter
-                self._wait_event("Page.loadEventFired", session)
+            self._wait_until_loaded(session, url)
             data = json.loads(self._evaluate(PAGE_REPORT_JS, session))
             failed = _same_origin_failures(self._events, session, url)
         finally:
@@ -334,7 +337,7 @@ def _same_origin_failures(events: list[dict], session: str, page_url: str) -> li
 
 
 def _pipe_above(low: int) -> tuple[int, int]:
-    """An os.pipe() whose two ends are numbered above ``low`` (so redirecting to 3 and 4 is safe)."""
+    """An os.pipe() with both ends numbered above ``low``, so moving them to 3 and 4 is safe."""
     ends = []
     for fd in os.pipe():
         ends.append(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, low + 1))

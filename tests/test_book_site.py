@@ -217,12 +217,12 @@ def test_page_reads_right(page: TocPage, browser: Browser, base_url: str) -> Non
     assert report.failed_requests == [], f"requests that failed: {report.failed_requests}"
     if not page.is_notebook:
         return
+    assert report.injected_parameters_visible == 0, "papermill's injected-parameters cell shows"
     assert report.provenance, "no element with class 'provenance' on an executed notebook page"
     block = report.provenance[0]
     assert block.visible and block.at_top, f"provenance block hidden or not at the top: {block}"
     assert re.search(r"\b[0-9a-f]{7,40}\b", block.text), f"no commit in provenance: {block.text!r}"
     assert re.search(r"\d{4}-\d{2}-\d{2}", block.text), f"no date in provenance: {block.text!r}"
-    assert report.injected_parameters_visible == 0, "papermill's injected-parameters cell shows"
 
 
 def test_index_screenshot(chromium: str, browser: Browser, base_url: str, tmp_path: Path) -> None:
@@ -236,3 +236,37 @@ def test_index_screenshot(chromium: str, browser: Browser, base_url: str, tmp_pa
         assert img.size == (1280, 900)
         colours = img.convert("L").getcolors(maxcolors=1 << 16)
     assert colours is None or len(colours) > 20, "the screenshot is (almost) one flat colour"
+
+
+FIXTURE_PAGE = """<!DOCTYPE html><html><head><meta charset="utf-8">
+<title>Fixture — Book</title></head><body>
+<div class="provenance">ran {commit} on 2026-11-23 with n=3</div>
+<div class="cell tag_injected-parameters"><pre>n = 3</pre></div>
+<img src="figure.png" alt="fine"><img src="missing.png" alt="broken">
+<img src="figure.png" loading="lazy" style="margin-top: 3000px" alt="lazy, far below">
+</body></html>"""
+
+
+def test_checker_sees_what_is_wrong(browser: Browser, tmp_path: Path) -> None:
+    """On a hand-made page the checker finds the broken image, the 404 and the visible cell."""
+    from PIL import Image
+
+    Image.new("RGB", (4, 3), "red").save(tmp_path / "figure.png")
+    (tmp_path / "page.html").write_text(FIXTURE_PAGE.format(commit="0123abc"))
+    (tmp_path / "index.html").write_text(
+        '<meta http-equiv="refresh" content="0; url=page.html"><title>redirect</title>'
+    )
+    with serve_directory(tmp_path) as base:
+        report = browser.inspect(base + "index.html")
+
+    assert report.url == base + "page.html" and report.title == "Fixture — Book"
+    assert [(img.src.rsplit("/", 1)[1], img.natural_width) for img in report.images] == [
+        ("figure.png", 4),
+        ("missing.png", 0),
+        ("figure.png", 4),
+    ]
+    assert report.broken_images == [base + "missing.png"]
+    assert report.failed_requests == [base + "missing.png (404)"]
+    [block] = report.provenance
+    assert block.visible and block.at_top and "0123abc" in block.text
+    assert report.injected_parameters_visible == 1
