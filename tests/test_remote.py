@@ -212,3 +212,25 @@ def test_remote_model_is_not_loaded_here(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setitem(sys.modules, "nnsight.modeling.transformers", fake)
     remote.remote_model("org/model", revision="a" * 40)
     assert calls == {"repo_id": "org/model", "task": "text-generation", "revision": "a" * 40}
+
+
+def test_generation_through_the_serialised_path_matches_local() -> None:
+    from nnsight.modeling.transformers import TransformersModel
+
+    from helpers.evaluation.generation import generate_transformers
+
+    tok = build_tokenizer()
+    model = tiny_model("mistral", vocab_size=len(tok))
+    prompts = [
+        tok("12+3=?\n\n")["input_ids"],
+        tok("7*8\n\n")["input_ids"],
+        tok("1\n\n")["input_ids"],
+    ]
+    stop = (tok.eos_token_id, tok.convert_tokens_to_ids("="))
+    kwargs = {"max_new_tokens": 7, "stop_ids": stop, "pad_id": tok.pad_token_id, "batch_size": 2}
+    local = generate_transformers(model, prompts, progress=False, **kwargs)
+    envoy = TransformersModel(model, tokenizer=tok)
+    simulated = remote.generate_remote(envoy, prompts, remote="local", progress=False, **kwargs)
+    assert simulated == local
+    assert [g.prompt_ids for g in simulated] == prompts
+    assert all(len(g.answer_ids) <= 7 for g in simulated)

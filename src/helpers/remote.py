@@ -3,8 +3,10 @@
 Before any remote work starts, `preflight(base, tuned, ...)` checks that an API key is set (the
 message names `NDIF_API_KEY`) and that NDIF currently hosts both models at the pinned revisions,
 from the service's `/status` listing (the call `nnsight.status()` makes), with a hard time limit.
-`edge_scores(..., remote="local")` runs EAP through nnsight's `LocalSimulationBackend`: the trace is
-serialised and deserialised exactly as a request to NDIF would be, then run here.
+`remote_model(repo_id, revision=...)` gives the nnsight model whose traces NDIF runs;
+`generate_remote` produces the same greedy records as local generation, and `edge_scores(...,
+remote=True | "local")` scores edges there. "local" runs through nnsight's `LocalSimulationBackend`:
+the work is serialised and deserialised exactly as a request to NDIF would be, then run here.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -159,6 +161,53 @@ def remote_model(repo_id: str, *, revision: str | None = None) -> Any:
 
     kwargs = {"revision": revision} if revision else {}
     return TransformersModel(repo_id, task="text-generation", **kwargs)
+
+
+def generate_remote(
+    envoy: Any,
+    prompts: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    stop_ids: Sequence[int],
+    pad_id: int,
+    batch_size: int = 8,
+    remote: bool | Literal["local"] = True,
+    progress: bool = True,
+) -> list[Any]:
+    """Greedy answers through an nnsight model's `generate`, run on NDIF (or simulated).
+
+    Same records as `helpers.evaluation.generation.generate_transformers`: prompts are batched
+    longest first and left-padded; each answer is trimmed at its first stop id.
+    """
+    from tqdm.auto import tqdm
+    from transformers import GenerationConfig
+
+    from helpers.evaluation.generation import Generation, left_pad, trim_answer
+
+    if max_new_tokens < 1 or batch_size < 1:
+        raise ValueError("max_new_tokens and batch_size must be >= 1")
+    config = GenerationConfig(
+        do_sample=False,
+        num_beams=1,
+        max_new_tokens=max_new_tokens,
+        eos_token_id=list(stop_ids),
+        pad_token_id=pad_id,
+    )
+    order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
+    results: list[Any] = [None] * len(prompts)
+    starts = range(0, len(order), batch_size)
+    for start in tqdm(starts, desc="generating (NDIF)", disable=not progress):
+        batch = order[start : start + batch_size]
+        input_ids, attention_mask = left_pad([prompts[i] for i in batch], pad_id)
+        kwargs = {"remote": remote} if remote else {}
+        with envoy.generate(
+            input_ids=input_ids, attention_mask=attention_mask, generation_config=config, **kwargs
+        ) as tracer:
+            out = tracer.result.save()
+        for i, tokens in zip(batch, out[:, input_ids.shape[1] :].tolist(), strict=True):
+            answer, finished = trim_answer(tokens, stop_ids)
+            results[i] = Generation(list(prompts[i]), answer, finished)
+    return results
 
 
 def simulated_remote(model: torch.nn.Module, tokenizer: Any) -> Any:
