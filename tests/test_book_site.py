@@ -173,6 +173,8 @@ def _install_chromium() -> str | None:
 
 @pytest.fixture(scope="session")
 def chromium() -> str:
+    if (named := os.environ.get("CHROMIUM")) and find_chromium() is None:
+        pytest.skip(f"$CHROMIUM={named} is not an executable browser")
     exe = find_chromium() or _install_chromium()
     if exe is None:
         pytest.skip(
