@@ -233,3 +233,13 @@ def test_float32_model_on_cpu_has_no_extra_clone_term() -> None:
     b16 = planning.eap_saved_per_token(shape, 2, kv_repeated=False)
     assert b16 > b32 / 2  # fp32 RMSNorm copies do not halve with the model dtype
     assert torch.tensor(b32).item() > 0
+
+
+def test_max_eap_tokens_is_the_fitting_boundary() -> None:
+    shape = ModelShape.from_config(LLAMA_8B)
+    n = planning.max_eap_tokens(shape, device="A100-40GB")
+    budget = planning.usable_bytes("A100-40GB")
+    assert eap_memory(shape, seq_len=n, labelled=n - 256).total <= budget
+    assert eap_memory(shape, seq_len=n + 1, labelled=n + 1 - 256).total > budget
+    assert planning.max_eap_tokens(shape, device="T4") == 0
+    assert planning.max_eap_tokens(shape, device="A100-80GB") > n

@@ -410,3 +410,31 @@ def _refusal(
             lines.append("- lower max_new_tokens (the KV cache grows with it)")
         lines.append("- or run remotely on NDIF (remote=True, set NDIF_API_KEY)")
     return "\n".join(lines)
+
+
+def max_eap_tokens(
+    config: Any,
+    *,
+    device: str | float,
+    dtype: str = "bfloat16",
+    prompt_len: int = 256,
+    limit: int = 1 << 17,
+) -> int:
+    """Longest prompt + T_cut sequence one `edge_scores` call (batch 1) fits on `device`; 0 if
+    not even `prompt_len + 1` tokens fit. T_cut = alpha x reference length bounds the alpha."""
+    shape = config if isinstance(config, ModelShape) else ModelShape.from_config(config)
+    if isinstance(device, str) and device in NO_BF16 and dtype == "bfloat16":
+        dtype = "float16"
+    budget = usable_bytes(device)
+
+    def fits(seq: int) -> bool:
+        est = eap_memory(shape, seq_len=seq, labelled=seq - prompt_len, dtype=dtype)
+        return est.total <= budget
+
+    if not fits(prompt_len + 1):
+        return 0
+    lo, hi = prompt_len + 1, limit
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+    return lo
