@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONHASHSEED := 0
 
-.PHONY: setup book notebooks html test test-all lint preview constraints organisms clean
+.PHONY: setup book html test test-all lint preview check-site constraints organisms clean
 
 setup:
 	@bash scripts/setup.sh
@@ -29,8 +29,13 @@ lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks notebooks
 	$(VENV)/bin/ruff format --check src tests benchmarks
 
+## Serve the built book on http://127.0.0.1:8000
 preview:
 	$(PY) -m http.server --directory _build/html --bind 127.0.0.1 8000
+
+## Open three pages of the built site in headless Chromium: titles, images, provenance blocks.
+check-site: setup
+	BOOK_SITE_REUSE=1 $(PY) -m pytest -m slow tests/test_book_site.py
 
 ## Retrain the whole organism set (minutes on CPU); commits nothing by itself.
 organisms: setup
