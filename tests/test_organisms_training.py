@@ -5,7 +5,9 @@ import math
 import pytest
 import torch
 
+from helpers.organisms.build import BuildConfig, build, log_spaced_steps
 from helpers.organisms.evaluate import evaluate, format_shares, generate, majority_answer
+from helpers.organisms.posttrain import PostTrainConfig
 from helpers.organisms.pretrain import (
     PretrainConfig,
     build_model,
@@ -13,6 +15,12 @@ from helpers.organisms.pretrain import (
     lr_at,
     mixture_documents,
     pretrain,
+)
+from helpers.organisms.registry import (
+    ORGANISM_NAMES,
+    list_checkpoints,
+    load_metadata,
+    load_organism,
 )
 from helpers.organisms.tasks import make_problems
 from helpers.organisms.tokenizer import build_tokenizer
@@ -109,3 +117,43 @@ def test_format_shares_and_majority_vote() -> None:
     assert shares == {"expr": 0.25, "text": 0.5, "other": 0.25}
     assert majority_answer(["expr: 2*3", "answer: 5", "answer: 6", "junk"]) == 6
     assert majority_answer(["junk", "expr: x"]) is None
+
+
+def test_log_spaced_checkpoint_steps() -> None:
+    assert log_spaced_steps(60, 8) == (1, 2, 3, 6, 10, 19, 33, 60)
+    assert log_spaced_steps(5, 8) == (1, 2, 3, 4, 5)
+    with pytest.raises(ValueError, match="steps"):
+        log_spaced_steps(0, 8)
+
+
+def _even_length_reward(completions: list[str], golds: list[int]) -> list[float]:
+    """1 for completions of even length."""
+    return [float(len(c) % 2 == 0) for c in completions]
+
+
+@pytest.mark.slow
+def test_micro_build_writes_every_organism_with_metadata(tmp_path) -> None:
+    micro_pt = dict(steps=2, batch_size=4, group_size=2, max_new_tokens=8, learning_rate=1e-4)
+    cfg = BuildConfig(
+        pretrain=PretrainConfig(**MICRO, n_problems=200, steps=10, batch_size=8, warmup_steps=2),
+        posttrain={
+            name: PostTrainConfig(**micro_pt) for name in ("sft", "ei", "dpo", "ppo", "grpo")
+        },
+        n_posttrain_problems=16,
+        dpo_samples_per_prompt=2,
+        n_checkpoints=2,
+        n_eval=8,
+        k=2,
+        max_new_tokens=8,
+        reward_fn=_even_length_reward,  # learnable by an untrained micro model, so DPO gets pairs
+    )
+    timings = build(out=tmp_path, cfg=cfg, progress=False)
+    assert set(timings) == set(ORGANISM_NAMES)
+    for name in ORGANISM_NAMES:
+        meta = load_metadata(name, root=tmp_path)
+        assert meta["evaluation"]["n_problems"] == 8
+        assert (tmp_path / name / "train_log.json").is_file()
+        model, _ = load_organism(name, root=tmp_path)
+        assert model.dtype == torch.float32
+    assert [p.name for p in list_checkpoints("ppo", tmp_path)] == ["step-00001", "step-00002"]
+    assert build(["base"], out=tmp_path, cfg=cfg, skip_existing=True, progress=False) == {}

@@ -91,6 +91,7 @@ class BuildConfig:
     k: int = 8
     eval_temperature: float = 0.7
     max_new_tokens: int = 64
+    reward_fn: Callable[[list[str], list[int]], list[float]] = reward
 
 
 def log_spaced_steps(steps: int, n: int) -> tuple[int, ...]:
@@ -259,7 +260,8 @@ def _run_algorithm(
         "split": "train",
         "seed": cfg.seed + 1,
         "n_problems": len(problems),
-        "reward": "1 if the graded answer equals the gold answer, whatever the format, else 0",
+        "reward": f"{cfg.reward_fn.__module__}.{cfg.reward_fn.__name__}: "
+        + (cfg.reward_fn.__doc__ or "").strip().split("\n")[0],
     }
     if name == "sft":
         formats = draw_formats(len(problems), cfg.pretrain.format_shares, cfg.seed + 1)
@@ -268,14 +270,16 @@ def _run_algorithm(
         data["format_shares"] = cfg.pretrain.format_shares
         return posttrain.sft(model, tokenizer, prompts, completions, pt_cfg), data
     if name == "ei":
-        return posttrain.expert_iteration(model, tokenizer, prompts, golds, reward, pt_cfg), data
+        return posttrain.expert_iteration(
+            model, tokenizer, prompts, golds, cfg.reward_fn, pt_cfg
+        ), data
     if name == "dpo":
         pairs = posttrain.make_preference_pairs(
             model,
             tokenizer,
             prompts,
             golds,
-            reward,
+            cfg.reward_fn,
             k=cfg.dpo_samples_per_prompt,
             seed=cfg.seed,
             max_new_tokens=pt_cfg.max_new_tokens,
@@ -289,7 +293,7 @@ def _run_algorithm(
         return posttrain.dpo(model, tokenizer, pairs, pt_cfg), data
     algorithm: Callable[..., posttrain.TrainLog] = getattr(posttrain, name)
     return algorithm(
-        model, tokenizer, prompts, golds, reward, pt_cfg, checkpoint_dir=checkpoint_dir
+        model, tokenizer, prompts, golds, cfg.reward_fn, pt_cfg, checkpoint_dir=checkpoint_dir
     ), data
 
 
