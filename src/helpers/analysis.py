@@ -345,3 +345,50 @@ def selection_table(analysis: PairAnalysis) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows).set_index("alpha")
+
+
+def changes_along(
+    base_ref: str,
+    refs: dict[str, str],
+    *,
+    alpha: float,
+    dataset: str = "organisms",
+    template: str = "organism",
+    max_new_tokens: int = 96,
+    n_items: int | None = 300,
+    n_questions: int = 64,
+    n_boot: int = 500,
+    gen_batch_size: int = 64,
+    **select: Any,
+) -> pd.DataFrame:
+    """Metric table of each model in `refs` (label -> reference) against one base, stacked.
+
+    For training dynamics: the labels are checkpoints along one run, each analysed exactly as a
+    pair page analyses its tuned model.
+    """
+    base = load_model(base_ref)
+    frames = []
+    for label, ref in tqdm(refs.items(), desc="checkpoints"):
+        tuned = load_model(ref)
+        records = evaluate_pair(
+            base,
+            tuned,
+            dataset=dataset,
+            template=template,
+            max_new_tokens=max_new_tokens,
+            n_items=n_items,
+            batch_size=gen_batch_size,
+            names=(base_ref, ref),
+        )
+        result = score_pair(
+            label,
+            base,
+            tuned,
+            records,
+            alphas=[alpha],
+            n_questions=n_questions,
+            n_boot=n_boot,
+            **select,
+        )
+        frames.append(result.metric_table().assign(ref=ref))
+    return pd.concat(frames, ignore_index=True)
