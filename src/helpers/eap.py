@@ -258,7 +258,6 @@ def edge_scores(
                 inputs,
                 labels,
                 weights,
-                graph.mask,
                 remote=remote,
             )
     finally:
@@ -301,11 +300,10 @@ def _trace_scores(
     inputs: dict[str, torch.Tensor],
     labels: torch.Tensor,
     weights: torch.Tensor,
-    mask: torch.Tensor,
     *,
     remote: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run the trace: store sources (float32), take each target's branch gradient, contract.
+    """Run the trace: store sources (float32), contract each target's branch gradient with them.
 
     Values are requested in forward order and gradients in reverse order, as nnsight requires.
     Only the [batch, S, T] scores and the per-sample loss leave the trace.
@@ -350,12 +348,15 @@ def _trace_scores(
         final_norm.input = final_input
         branch_inputs.append(final_input)
         loss = per_sample_loss(envoy.output.logits, labels)
-        grads = torch.empty_like(sources)
+        weights = weights.to(sources.device).view(batch, 1, seq, *([1] * (sources.ndim - 3)))
+        sources = sources.mul_(weights).view(batch, n_nodes, -1)
+        scores = torch.zeros(batch, n_nodes, n_nodes, dtype=torch.float32, device=sources.device)
         with loss.sum().backward():
+            # Column v as each gradient arrives: no [batch, S, seq, hidden] gradient buffer.
             for target in reversed(range(n_nodes)):
-                grads[:, target] = branch_inputs[target].grad
-        sources.mul_(weights.to(sources.device).view(batch, 1, seq, *([1] * (sources.ndim - 3))))
-        scores = torch.bmm(sources.view(batch, n_nodes, -1), grads.view(batch, n_nodes, -1).mT)
-        scores = scores.neg_().masked_fill_(~mask.to(scores.device), 0.0).save()
+                grad = branch_inputs[target].grad.to(sources.device, torch.float32)
+                column = torch.bmm(sources[:, : target + 1], grad.reshape(batch, -1, 1))
+                scores[:, : target + 1, target] = column.squeeze(-1)
+        scores = scores.neg_().save()
         loss = loss.detach().float().save()
     return scores, loss
