@@ -257,8 +257,16 @@ def run(
     for job in jobs:
         key = job.key()
         rel = job.output.relative_to(REPO)
+        if dry_run and job.source is not None:
+            from helpers.families import validate_params
+
+            report = validate_params(job.source)
+            print(report)
+            if not report.ok:
+                failures.append(job.name)
         if job.requires_gpu and not has_gpu:
-            print(f"[skip] {job.name}: needs a GPU and none is visible; keeping {rel} as committed")
+            kept = f"keeping {rel} as committed" if job.output.exists() else "it has no page yet"
+            print(f"[skip] {job.name}: needs a GPU and none is visible; {kept}")
             continue
         if not force and recorded_key(job.output) == key:
             print(f"[fresh] {job.name}: {rel} is up to date")
@@ -288,7 +296,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.pipeline", description=__doc__)
     parser.add_argument("--only", nargs="+", metavar="NAME", help="parameter file names (stems)")
     parser.add_argument("--force", action="store_true", help="re-execute even when up to date")
-    parser.add_argument("--dry-run", action="store_true", help="say what would run, run nothing")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate every parameter file offline (ids, template, architecture, memory plan) "
+        "and say what would run; run nothing",
+    )
     args = parser.parse_args(argv)
     try:
         return 1 if run(only=args.only, force=args.force, dry_run=args.dry_run) else 0
