@@ -157,3 +157,34 @@ def test_checkpoint_generation_config_does_not_leak_into_greedy(organism):
         model.generation_config = saved
     assert noisy == clean
     assert trim_answer(leaked[0, ids.shape[1] :].tolist(), [2])[0] != clean[0].answer_ids
+
+
+def test_ndif_backend_generates_through_nnsight_remote(tmp_path, monkeypatch) -> None:
+    """backend="ndif" sends the prompts to helpers.remote.generate_remote and caches its records."""
+    import helpers.remote as remote
+    from helpers.evaluation import GenerationSettings, evaluate_model, load_items
+    from helpers.evaluation.generation import Generation
+    from helpers.organisms.tokenizer import build_tokenizer
+
+    calls: list[int] = []
+
+    def fake_generate(envoy, prompts, *, max_new_tokens, stop_ids, pad_id, batch_size, **_):
+        calls.append(len(prompts))
+        return [Generation(list(p), [7, 8], True) for p in prompts]
+
+    monkeypatch.setattr(remote, "remote_model", lambda repo, revision=None: ("envoy", repo))
+    monkeypatch.setattr(remote, "generate_remote", fake_generate)
+    items = load_items("organisms", n=5)
+    settings = GenerationSettings(max_new_tokens=4, batch_size=2, backend="ndif")
+    kwargs = dict(
+        dataset="organisms",
+        template="organism",
+        settings=settings,
+        revision="abc123",
+        cache_dir=tmp_path,
+    )
+    out = evaluate_model("org/model", build_tokenizer(), items, **kwargs)
+    assert calls == [2, 2, 1]
+    assert [list(a) for a in out["answer_ids"]] == [[7, 8]] * 5
+    evaluate_model("org/model", build_tokenizer(), items, **kwargs)
+    assert calls == [2, 2, 1]  # second run: all from the cache

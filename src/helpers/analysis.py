@@ -44,12 +44,21 @@ def load_model(
     dtype: str = "float32",
     device: str | None = None,
     trust_remote_code: bool = False,
+    remote: bool = False,
 ) -> tuple[Any, Any]:
     """(model, tokenizer) for `organism:<name or checkpoint path>`, a local folder or a hub id.
 
     Hub models load from safetensors, at the pinned `revision`, without remote code unless asked.
+    `remote=True` loads nothing: it returns an nnsight model whose traces run on NDIF.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if remote:
+        from helpers.remote import api_key, remote_model
+
+        api_key()  # fail before any work when NDIF_API_KEY is missing
+        tokenizer = AutoTokenizer.from_pretrained(ref, revision=revision)
+        return remote_model(ref, revision=revision), tokenizer
 
     torch_dtype = getattr(torch, dtype)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -106,25 +115,31 @@ def evaluate_pair(
     batch_size: int = 16,
     names: tuple[str, str] = ("base", "tuned"),
     cache_dir: Path | None = None,
+    remote: bool = False,
+    revisions: tuple[str | None, str | None] = (None, None),
 ) -> PairRecords:
     """Greedy answers of both models to the dataset's items, graded, from the cache when present.
 
     `names` label the models in the cache (pass their references); the cache key itself holds a
-    fingerprint of the weights, so two models never share an entry.
+    fingerprint of the weights, so two models never share an entry. With `remote=True` the
+    models generate on NDIF, and `names` must be their hub ids (pinned by `revisions`).
     """
     items = load_items(dataset, path=data_path, n=n_items)
-    settings = GenerationSettings(max_new_tokens=max_new_tokens, batch_size=batch_size)
+    settings = GenerationSettings(
+        max_new_tokens=max_new_tokens, batch_size=batch_size, backend="ndif" if remote else "auto"
+    )
     out = []
-    for (model, tokenizer), name in zip((base, tuned), names, strict=True):
+    for (model, tokenizer), name, revision in zip((base, tuned), names, revisions, strict=True):
         out.append(
             evaluate_model(
-                model,
+                name if remote else model,
                 tokenizer,
                 items,
                 dataset=dataset,
                 template=template,
                 settings=settings,
                 model_name=name,
+                revision=revision,
                 cache_dir=cache_dir,
             )
         )
@@ -133,7 +148,11 @@ def evaluate_pair(
 
 def _batch_key(model: Any, batch: ModelBatch, positions: str) -> str:
     h = hashlib.sha256()
-    h.update(model_fingerprint(model, memo_path=DEFAULT_CACHE_DIR / "weights_sha256.json").encode())
+    if isinstance(model, torch.nn.Module):
+        identity = model_fingerprint(model, memo_path=DEFAULT_CACHE_DIR / "weights_sha256.json")
+    else:  # an nnsight model on NDIF: its hub id and revision
+        identity = f"ndif:{getattr(model, 'repo_id', model)}@{getattr(model, 'revision', None)}"
+    h.update(identity.encode())
     for t in (batch.input_ids, batch.attention_mask, batch.labels):
         h.update(t.cpu().numpy().tobytes())
     h.update(positions.encode())
@@ -178,6 +197,7 @@ def score_batch(
     positions: str = "all",
     cache_dir: Path | None = None,
     use_cache: bool = True,
+    remote: bool = False,
     desc: str = "EAP",
 ) -> EdgeScores:
     """`edge_scores` over a selection's batch in chunks, cached by (weights, inputs, positions).
@@ -189,7 +209,7 @@ def score_batch(
         path = Path(cache_dir or SCORES_DIR) / f"{_batch_key(model, batch, positions)}.pt"
         if path.is_file():
             return EdgeScores(**torch.load(path, weights_only=False))
-    device = next(model.parameters()).device
+    device = "cpu" if remote else next(model.parameters()).device
     parts = []
     n = batch.input_ids.shape[0]
     for start in tqdm(range(0, n, chunk), desc=desc, leave=False):
@@ -203,6 +223,7 @@ def score_batch(
                 mask[:, :width].to(device),
                 labels[:, :width].to(device),
                 positions=positions,
+                remote=remote,
             )
         )
     scores = _concat(parts)
@@ -259,8 +280,12 @@ def score_pair(
     chunk: int = 16,
     n_boot: int = 2000,
     bins: int = 100,
+    remote: bool = False,
 ) -> PairAnalysis:
-    """Select questions and T_cut at each alpha, score both models with EAP, compare them."""
+    """Select questions and T_cut at each alpha, score both models with EAP, compare them.
+
+    `remote=True` runs the attribution traces on NDIF (models from `load_model(..., remote=True)`).
+    """
     out = PairAnalysis(name, records)
     pad_id = base[1].pad_token_id if base[1].pad_token_id is not None else 0
     for alpha in alphas:
@@ -281,6 +306,7 @@ def score_pair(
             sel.batches["base"],
             chunk=chunk,
             positions=positions,
+            remote=remote,
             desc=f"EAP base a={alpha}",
         )
         st = score_batch(
@@ -288,6 +314,7 @@ def score_pair(
             sel.batches["tuned"],
             chunk=chunk,
             positions=positions,
+            remote=remote,
             desc=f"EAP tuned a={alpha}",
         )
         table = compare(sb, st, n_boot=n_boot, bins=bins, seed=seed)

@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-BACKENDS: tuple[str, ...] = ("auto", "transformers", "vllm")
+BACKENDS: tuple[str, ...] = ("auto", "transformers", "vllm", "ndif")
 
 
 @dataclass(frozen=True)

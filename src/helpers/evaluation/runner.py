@@ -109,8 +109,10 @@ def generate_cached(
     if not items:
         raise ValueError("no items to generate for")
     backend = resolve_backend(settings.backend, model)
-    if backend == "vllm" and isinstance(model, PreTrainedModel):
-        raise ValueError("vLLM loads models itself: pass a hub id or a local folder, not a model")
+    if backend in ("vllm", "ndif") and isinstance(model, PreTrainedModel):
+        raise ValueError(
+            f"the {backend} backend loads the model itself: pass a hub id or a local folder"
+        )
     name = model_name or (
         str(model) if not isinstance(model, PreTrainedModel) else model.name_or_path or "model"
     )
@@ -162,7 +164,24 @@ def generate_cached(
 
     if todo:
         todo_prompts = [prompts[i] for i in todo]
-        if backend == "vllm":
+        if backend == "ndif":  # the model runs on NDIF; `model` is its hub id
+            from helpers.remote import generate_remote, remote_model
+
+            pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
+            envoy = remote_model(str(model), revision=revision)
+            for start in range(0, len(todo_prompts), settings.batch_size):
+                batch = list(range(start, min(start + settings.batch_size, len(todo_prompts))))
+                gens = generate_remote(
+                    envoy,
+                    [todo_prompts[j] for j in batch],
+                    max_new_tokens=settings.max_new_tokens,
+                    stop_ids=stop_ids,
+                    pad_id=pad_id,
+                    batch_size=settings.batch_size,
+                    progress=False,
+                )
+                save(batch, gens)
+        elif backend == "vllm":
             generate_vllm(
                 str(model),
                 todo_prompts,
