@@ -4,9 +4,23 @@ For an edge u -> v, zero-ablating u's contribution to v's input changes the loss
 
     s(u -> v) = - sum_{t, d} O_u[t, d] * dL/d in_v[t, d]
 
-where O_u is u's output and in_v the input of v's pre-norm, differentiated through v's branch
-only (the gradient of a clone of the norm's input). One forward and one backward pass score every
-edge of every sample in the batch; the sums run in float32 whatever the model's dtype.
+where O_u is u's output (embedding, attention after o_proj, MLP) and in_v the input of v's pre-norm
+(input_layernorm for attn.l, post_attention_layernorm for mlp.l, the final norm for logits),
+differentiated through v's branch only: the trace replaces the norm's input by a clone and reads
+the clone's gradient. One forward and one backward pass score every edge of every sample.
+
+How, in one `envoy.trace`: source outputs are copied into a float32 [batch, S, seq, hidden]
+buffer as the forward produces them (then weighted by the position rule); inside
+`with loss.backward():` the branch gradients are requested in reverse serial order, as nnsight
+requires, and each is contracted with the buffer as it arrives (a batched matrix-vector product
+in float32), so no gradient buffer is kept. Only the [batch, S, S] scores and the per-sample loss
+leave the trace, which keeps remote (NDIF) transfers small. Extra memory over a bare forward and
+backward: the source buffer, (2L + 1) * batch * seq * hidden * 4 bytes, plus one float32 gradient.
+
+Two properties worth knowing when reading scores: the scores into a target sum to
+-<in_v, dL/d in_v> (the residual stream is the sum of earlier outputs), and because RMSNorm is
+scale-invariant that sum is ~0 up to the norm's eps; in particular emb -> attn.0, the whole input
+of attn.0, always scores ~0.
 """
 
 from __future__ import annotations
