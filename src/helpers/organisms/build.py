@@ -50,22 +50,35 @@ CHECK_BATCH_SIZE = 100
 
 
 def default_posttrain_configs(seed: int = 0) -> dict[str, posttrain.PostTrainConfig]:
-    """Hyper-parameters of each post-training run (tuned with short runs; see the README)."""
+    """Hyper-parameters of each post-training run (RL ones tuned with short runs on a trial base)."""
     common = dict(max_new_tokens=64, temperature=0.7, seed=seed)
     return {
         "sft": posttrain.PostTrainConfig(steps=150, learning_rate=3e-4, batch_size=32, **common),
         "ei": posttrain.PostTrainConfig(
-            steps=150, learning_rate=3e-4, batch_size=32, group_size=4, ei_rounds=3, **common
+            steps=150,
+            learning_rate=1e-4,
+            batch_size=32,
+            group_size=4,
+            ei_rounds=3,
+            ei_prompts_per_round=400,
+            **common,
         ),
         "dpo": posttrain.PostTrainConfig(
-            steps=150, learning_rate=1e-4, batch_size=32, dpo_beta=0.1, **common
+            steps=100, learning_rate=3e-5, batch_size=32, dpo_beta=0.1, **common
         ),
         "ppo": posttrain.PostTrainConfig(
-            steps=60, learning_rate=1e-4, batch_size=16, group_size=8, kl_coef=1e-3, **common
+            steps=40,
+            learning_rate=1e-5,
+            batch_size=16,
+            group_size=8,
+            kl_coef=1e-3,
+            ppo_epochs=2,
+            minibatch_size=64,
+            **common,
         ),
         "grpo": posttrain.PostTrainConfig(
-            steps=60,
-            learning_rate=1e-4,
+            steps=40,
+            learning_rate=3e-5,
             batch_size=16,
             group_size=8,
             kl_coef=1e-3,
@@ -85,6 +98,7 @@ class BuildConfig:
         default_factory=default_posttrain_configs
     )
     n_posttrain_problems: int = 4000
+    n_dpo_prompts: int = 1000  # prompts sampled (k each) to mine DPO's correct-vs-incorrect pairs
     dpo_samples_per_prompt: int = 8
     n_checkpoints: int = 8
     n_eval: int = 500
@@ -277,8 +291,8 @@ def _run_algorithm(
         pairs = posttrain.make_preference_pairs(
             model,
             tokenizer,
-            prompts,
-            golds,
+            prompts[: cfg.n_dpo_prompts],
+            golds[: cfg.n_dpo_prompts],
             cfg.reward_fn,
             k=cfg.dpo_samples_per_prompt,
             seed=cfg.seed,
@@ -287,6 +301,7 @@ def _run_algorithm(
         )
         data["pairs"] = {
             "n_pairs": len(pairs),
+            "n_prompts": min(cfg.n_dpo_prompts, len(prompts)),
             "samples_per_prompt": cfg.dpo_samples_per_prompt,
             "source": "base samples at the rollout temperature: one correct (chosen) vs one incorrect",
         }
