@@ -96,3 +96,13 @@ def test_title_replaces_the_first_heading(project: Path) -> None:
     nb = nbformat.read(project / "book" / "alpha.ipynb", as_version=4)
     assert nb.cells[0].source == "# Alpha page"
     assert "provenance" in nb.cells[1].metadata["tags"]
+
+
+def test_remote_files_pass_remote_and_need_no_gpu(project: Path) -> None:
+    spec = project / "notebooks" / "params" / "alpha.yml"
+    spec.write_text("requires_gpu: true\nremote: true\n" + spec.read_text())
+    job = pipeline.load_job(spec)
+    assert job.parameters["remote"] is True and not job.requires_gpu
+    spec.write_text(spec.read_text().replace("remote: true", "remote: false"))
+    job = pipeline.load_job(spec)
+    assert "remote" not in job.parameters and job.requires_gpu

@@ -98,13 +98,16 @@ def load_job(path: Path) -> Job:
     parameters = spec.get("parameters") or {}
     if not isinstance(parameters, dict):
         raise PipelineError(f"{path}: 'parameters' must be a mapping")
+    remote = bool(spec.get("remote", False))  # on NDIF: no local GPU needed
+    if remote:
+        parameters = {**parameters, "remote": True}
     return Job(
         name=path.stem,
         template=template,
         output=output,
         parameters=parameters,
         inputs=[REPO / p for p in spec.get("inputs", [])],
-        requires_gpu=bool(spec.get("requires_gpu", False)),
+        requires_gpu=bool(spec.get("requires_gpu", False)) and not remote,
         stage=int(spec.get("stage", 1)),
         title=str(spec.get("title", "")),
         source=path,
