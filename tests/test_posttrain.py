@@ -27,6 +27,7 @@ from helpers.organisms.posttrain import (
     preference_margin,
     sft,
 )
+from helpers.organisms.posttrain.expert_iteration import filter_correct, prompt_stream, split_steps
 from helpers.organisms.posttrain.losses import (
     clipped_surrogate,
     clipped_value_loss,
@@ -167,6 +168,15 @@ def test_clipped_value_loss_uses_the_worse_of_clipped_and_unclipped():
     assert loss.item() == pytest.approx(0.5 * (3.24 + 0.25) / 2)
 
 
+def test_expert_iteration_pieces():
+    assert split_steps(10, 3) == [4, 3, 3] and split_steps(2, 5) == [1, 1]
+    kept = filter_correct([0, 0, 1, 1, 1], ["a", "a", "b", "a", "c"], [1, 1, 0, 1, 1], 1.0)
+    assert kept == [(0, "a"), (1, "a"), (1, "c")]  # distinct, correct, in sample order
+    stream = prompt_stream(4, seed=0)
+    first, second = [next(stream) for _ in range(4)], [next(stream) for _ in range(4)]
+    assert sorted(first) == sorted(second) == [0, 1, 2, 3]
+
+
 # ---------------------------------------------------------------- rollouts and config
 
 
@@ -297,10 +307,17 @@ def test_shared_value_pass_gives_the_same_logprobs(base, tokenizer):
     assert values.shape == logp.shape
 
 
-@pytest.mark.parametrize("backend", ["trl", "native"])
-def test_grpo_raises_reward(base, tokenizer, backend):
+@pytest.mark.parametrize(("backend", "iterations"), [("trl", 1), ("native", 1), ("native", 2)])
+def test_grpo_raises_reward(base, tokenizer, backend, iterations):
     before = mean_reward(base, tokenizer)
-    cfg = PostTrainConfig(steps=12, learning_rate=3e-3, kl_coef=0.01, grpo_backend=backend, **MICRO)
+    cfg = PostTrainConfig(
+        steps=12,
+        learning_rate=3e-3,
+        kl_coef=0.01,
+        grpo_backend=backend,
+        grpo_iterations=iterations,
+        **MICRO,
+    )
     log = grpo(base, tokenizer, PROMPTS, GOLDS, starts_with_a, cfg)
     assert len(log.history) == 12
     assert mean_reward(base, tokenizer) > before + 0.25

@@ -104,6 +104,7 @@ def _grpo_native(
             reward_fn,
             cfg,
             seed=cfg.seed * 1_000_003 + step,
+            with_old_logp=cfg.grpo_iterations > 1,
         )
         ro = batch.rollout
         adv = group_advantages(batch.scores, cfg.group_size, scale=cfg.scale_rewards)
@@ -114,15 +115,18 @@ def _grpo_native(
             # only bounds memory by accumulating gradients).
             opt.zero_grad(set_to_none=True)
             for mb in minibatches(n_seq, cfg.minibatch_size, gen):
-                ids, attn, mask, old_logp, ref_logp = trim(
-                    ro.attention_mask[mb],
+                per_seq = [
                     ro.input_ids[mb],
                     ro.attention_mask[mb],
                     batch.mask[mb],
-                    batch.old_logp[mb],
                     batch.ref_logp[mb],
-                )
+                ]
+                if batch.old_logp is not None:
+                    per_seq.append(batch.old_logp[mb])
+                ids, attn, mask, ref_logp, *old = trim(ro.attention_mask[mb], *per_seq)
                 logp, _ = token_logprobs(model, ids, attn, cfg.temperature)
+                # one iteration: the sampling policy is the current one (ratio 1, gradient intact)
+                old_logp = old[0] if old else logp.detach()
                 tok_loss, _, _ = clipped_surrogate(
                     logp, old_logp, adv[mb, None].expand_as(logp), mask, cfg.clip_range
                 )

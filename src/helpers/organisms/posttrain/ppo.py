@@ -128,11 +128,6 @@ def ppo(
         critic.parameters(), lr=cfg.critic_lr, weight_decay=cfg.weight_decay
     )
 
-    def values_of(ids: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
-        if shared:
-            return logprobs_and_values(model, critic, ids, attn, cfg.temperature)[1]
-        return critic(ids, attn)[:, :-1]
-
     schedule = lr_lambda(cfg)
     gen = torch.Generator().manual_seed(cfg.seed)
     stream = prompt_stream(len(prompts), cfg.seed)
@@ -151,10 +146,17 @@ def ppo(
             reward_fn,
             cfg,
             seed=cfg.seed * 1_000_003 + step,
+            with_old_logp=not shared,
         )
         ro = batch.rollout
         with torch.no_grad():
-            old_values = values_of(ro.input_ids, ro.attention_mask) * batch.mask
+            if shared:  # one pass gives the behaviour log-probs and the old values
+                batch.old_logp, old_values = logprobs_and_values(
+                    model, critic, ro.input_ids, ro.attention_mask, cfg.temperature
+                )
+            else:
+                old_values = critic(ro.input_ids, ro.attention_mask)[:, :-1]
+            old_values = old_values * batch.mask
         rewards, kl = token_rewards(batch, cfg.kl_coef, cfg.kl_estimator)
         advantages, returns = gae(rewards, old_values, batch.mask, cfg.gamma, cfg.gae_lambda)
         if cfg.whiten_advantages:

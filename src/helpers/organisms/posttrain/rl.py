@@ -20,7 +20,7 @@ class ScoredRollout:
 
     rollout: Rollout
     scores: torch.Tensor  # [N] task reward per sample
-    old_logp: torch.Tensor  # [N, L-1] behaviour policy (the model when sampling)
+    old_logp: torch.Tensor | None  # [N, L-1] behaviour policy (None when the caller computes it)
     ref_logp: torch.Tensor  # [N, L-1] frozen reference
     mask: torch.Tensor  # [N, L-1] float, 1 on completion tokens
 
@@ -34,8 +34,13 @@ def collect(
     reward_fn: RewardFn,
     cfg: PostTrainConfig,
     seed: int,
+    with_old_logp: bool = True,
 ) -> ScoredRollout:
-    """Sample `cfg.group_size` completions per prompt, score them, and record old/reference log-probs."""
+    """Sample `cfg.group_size` completions per prompt, score them, and record old/reference log-probs.
+
+    `with_old_logp=False` skips the behaviour policy's forward pass, for callers that get it
+    elsewhere (GRPO with one iteration: the current policy; PPO with a shared value head).
+    """
     rollout = sample(
         model,
         tokenizer,
@@ -53,13 +58,15 @@ def collect(
             f"reward_fn returned {len(rewards)} rewards for {len(rollout)} completions"
         )
     scores = torch.tensor([float(r) for r in rewards], dtype=torch.float32, device=model.device)
+    old_logp = None
     with torch.no_grad():
-        was_training = model.training
-        model.eval()
-        old_logp, _ = token_logprobs(
-            model, rollout.input_ids, rollout.attention_mask, cfg.temperature
-        )
-        model.train(was_training)
+        if with_old_logp:
+            was_training = model.training
+            model.eval()
+            old_logp, _ = token_logprobs(
+                model, rollout.input_ids, rollout.attention_mask, cfg.temperature
+            )
+            model.train(was_training)
         ref_logp, _ = token_logprobs(
             ref_model, rollout.input_ids, rollout.attention_mask, cfg.temperature
         )
