@@ -243,7 +243,8 @@ def test_sft_lowers_loss_and_saves_loadable_checkpoints(base, tokenizer, tmp_pat
     reloaded = AutoModelForCausalLM.from_pretrained(log.checkpoints[-1])
     ids = torch.tensor([tokenizer(PROMPTS[0])["input_ids"]])
     torch.testing.assert_close(reloaded(ids).logits, base(ids).logits)
-    assert "forward" not in vars(base)  # TRL's fused-head patch is undone
+    assert "forward" not in vars(base) and base.config.use_cache  # TRL's changes are undone
+    assert json.loads((tmp_path / "step-00004" / "config.json").read_text())["use_cache"] is True
 
 
 def test_sft_rejects_mismatched_inputs(base, tokenizer):
@@ -322,4 +323,4 @@ def test_grpo_raises_reward(base, tokenizer, backend, iterations):
     assert len(log.history) == 12
     assert mean_reward(base, tokenizer) > before + 0.25
     assert log.history[-1]["kl"] > 0
-    assert "forward" not in vars(base) and base.config._name_or_path == ""
+    assert "forward" not in vars(base) and base.config._name_or_path == "" and base.config.use_cache

@@ -33,8 +33,8 @@ from helpers.organisms.posttrain.trl_utils import (
     StepHookCallback,
     checkpoint_hook,
     quiet_progress,
-    restore_forward,
     trainer_kwargs,
+    trl_managed,
 )
 
 RewardFn = Callable[[list[str], list[int]], list[float]]
@@ -163,27 +163,25 @@ def dpo(
             beta=cfg.dpo_beta,
             max_length=None,
         )
-        trainer = DPOTrainer(
-            model=model,
-            ref_model=frozen_copy(model),
-            args=args,
-            train_dataset=dataset,
-            processing_class=tokenizer,
-            callbacks=[
-                history,
-                StepHookCallback(
-                    kl_hook,
-                    checkpoint_hook(
-                        tokenizer, cfg.checkpoint_steps, checkpoint_dir, log.checkpoints
+        with trl_managed(model):
+            trainer = DPOTrainer(
+                model=model,
+                ref_model=frozen_copy(model),
+                args=args,
+                train_dataset=dataset,
+                processing_class=tokenizer,
+                callbacks=[
+                    history,
+                    StepHookCallback(
+                        kl_hook,
+                        checkpoint_hook(
+                            tokenizer, cfg.checkpoint_steps, checkpoint_dir, log.checkpoints
+                        ),
                     ),
-                ),
-            ],
-        )
-        quiet_progress(trainer)
-        try:
+                ],
+            )
+            quiet_progress(trainer)
             trainer.train()
-        finally:
-            restore_forward(model)
     log.history = history.history()
     log.wall_time_s = time.perf_counter() - start
     return log

@@ -40,8 +40,8 @@ from helpers.organisms.posttrain.trl_utils import (
     StepHookCallback,
     checkpoint_hook,
     quiet_progress,
-    restore_forward,
     trainer_kwargs,
+    trl_managed,
 )
 
 
@@ -185,12 +185,10 @@ def _grpo_trl(
         {"kl": 0.0},
     )
     dataset = Dataset.from_dict({"prompt": list(prompts), "gold": [int(g) for g in golds]})
-    saved_name = model.config._name_or_path
     with tempfile.TemporaryDirectory(prefix="grpo-") as out:
         # GRPOTrainer builds its reference by loading config._name_or_path: point it at a copy of the start.
         ref_dir = Path(out) / "reference"
         model.save_pretrained(ref_dir)
-        model.config._name_or_path = str(ref_dir)
         args = GRPOConfig(
             **trainer_kwargs(cfg, model, str(Path(out) / "trainer")),
             per_device_train_batch_size=cfg.batch_size * cfg.group_size,
@@ -207,7 +205,8 @@ def _grpo_trl(
             shuffle_dataset=True,
             log_completions=False,
         )
-        try:
+        with trl_managed(model):  # restores _name_or_path, forward, use_cache
+            model.config._name_or_path = str(ref_dir)
             trainer = GRPOTrainer(
                 model=model,
                 reward_funcs=correctness,
@@ -225,7 +224,4 @@ def _grpo_trl(
             )
             quiet_progress(trainer)
             trainer.train()
-        finally:
-            model.config._name_or_path = saved_name
-            restore_forward(model)
     log.history = history.history()

@@ -27,8 +27,8 @@ from helpers.organisms.posttrain.trl_utils import (
     StepHookCallback,
     checkpoint_hook,
     quiet_progress,
-    restore_forward,
     trainer_kwargs,
+    trl_managed,
 )
 
 PROBE_SIZE = 8  # sequences in the fixed batch on which SFT, EI and DPO measure KL to the reference
@@ -108,18 +108,16 @@ def run_sft(
             packing=False,
             max_length=None,
         )
-        trainer = SFTTrainer(
-            model=model,
-            args=args,
-            train_dataset=dataset,
-            processing_class=tokenizer,
-            callbacks=callbacks,
-        )
-        quiet_progress(trainer)
-        try:
+        with trl_managed(model):
+            trainer = SFTTrainer(
+                model=model,
+                args=args,
+                train_dataset=dataset,
+                processing_class=tokenizer,
+                callbacks=callbacks,
+            )
+            quiet_progress(trainer)
             trainer.train()
-        finally:
-            restore_forward(model)
     rows = history.history()
     for row in rows:
         row["step"] += step_offset

@@ -7,7 +7,8 @@ TRL defaults that are wrong for a ~1M-parameter char-level model on CPU are over
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +58,20 @@ def trainer_kwargs(cfg: PostTrainConfig, model: PreTrainedModel, output_dir: str
     }
 
 
-def restore_forward(model: torch.nn.Module) -> None:
-    """Undo TRL's fused-LM-head patch (an instance-level `forward`), so the model is plain again."""
-    if "forward" in vars(model):
-        del model.forward
+@contextmanager
+def trl_managed(model: PreTrainedModel) -> Iterator[PreTrainedModel]:
+    """Hand `model` to a TRL trainer and get it back plain.
+
+    TRL patches an instance-level fused-LM-head `forward`, turns `config.use_cache` off, rewrites
+    `config._name_or_path` (our GRPO does) and tags the model; all are restored on exit.
+    """
+    saved = (model.config.use_cache, model.config._name_or_path, getattr(model, "model_tags", None))
+    try:
+        yield model
+    finally:
+        if "forward" in vars(model):
+            del model.forward
+        model.config.use_cache, model.config._name_or_path, model.model_tags = saved
 
 
 class ReferenceKLProbe:
@@ -144,9 +155,13 @@ def checkpoint_hook(
     def hook(model: torch.nn.Module, step: int) -> None:
         global_step = step + step_offset
         if checkpoint_dir is not None and global_step in steps:
-            saved.append(
-                str(save_model_dir(model, tokenizer, step_dir(Path(checkpoint_dir), global_step)))
-            )
+            use_cache = model.config.use_cache
+            model.config.use_cache = True  # TRL turns it off while training; saved models keep it
+            try:
+                path = save_model_dir(model, tokenizer, step_dir(Path(checkpoint_dir), global_step))
+            finally:
+                model.config.use_cache = use_cache
+            saved.append(str(path))
 
     return hook
 
