@@ -55,16 +55,16 @@ def default_posttrain_configs(seed: int = 0) -> dict[str, posttrain.PostTrainCon
     return {
         "sft": posttrain.PostTrainConfig(steps=150, learning_rate=3e-4, batch_size=32, **common),
         "ei": posttrain.PostTrainConfig(
-            steps=150,
-            learning_rate=1e-4,
+            steps=60,
+            learning_rate=3e-5,
             batch_size=32,
             group_size=4,
-            ei_rounds=3,
+            ei_rounds=2,
             ei_prompts_per_round=400,
             **common,
         ),
         "dpo": posttrain.PostTrainConfig(
-            steps=100, learning_rate=3e-5, batch_size=32, dpo_beta=0.1, **common
+            steps=60, learning_rate=1e-5, batch_size=32, dpo_beta=0.1, **common
         ),
         "ppo": posttrain.PostTrainConfig(
             steps=40,
