@@ -98,10 +98,12 @@ def test_generate_and_evaluate_on_micro_model() -> None:
     )
     assert len(gens.completions) == 3 and all(len(c) == 2 for c in gens.completions)
     assert all(0 <= n <= 5 for ls in gens.lengths for n in ls)
+    tok.padding_side = "right"
     again = generate(
         model, tok, ["start with 1.\n\n"] * 3, num_samples=2, temperature=0.7, max_new_tokens=5
     )
-    assert again.completions == gens.completions  # seeded
+    assert again.completions == gens.completions  # seeded, and left-padded whatever the caller set
+    assert tok.padding_side == "right"
     result = evaluate(model, tok, problems, k=2, max_new_tokens=8, progress=False)
     assert result.n_problems == 6
     assert 0.0 <= result.greedy_pass1 <= 1.0

@@ -42,7 +42,6 @@ def generate(
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     if temperature == 0 and num_samples != 1:
         raise ValueError("greedy decoding gives one completion per prompt; set temperature > 0")
-    tokenizer.padding_side = "left"
     sampling = temperature > 0
     gen_config = GenerationConfig(
         max_new_tokens=max_new_tokens,
@@ -58,8 +57,9 @@ def generate(
     prompts_per_batch = max(1, batch_size // num_samples)
     completions: list[list[str]] = []
     lengths: list[list[int]] = []
-    was_training = model.training
+    was_training, padding_side = model.training, tokenizer.padding_side
     model.eval()
+    tokenizer.padding_side = "left"  # generation continues each prompt from its last real token
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         starts = range(0, len(prompts), prompts_per_batch)
@@ -79,6 +79,7 @@ def generate(
                 completions.append(texts[i * num_samples : (i + 1) * num_samples])
                 lengths.append(length[i * num_samples : (i + 1) * num_samples].tolist())
     model.train(was_training)
+    tokenizer.padding_side = padding_side
     return Generations(completions, lengths)
 
 
