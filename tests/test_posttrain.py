@@ -28,6 +28,7 @@ from helpers.organisms.posttrain import (
     sft,
 )
 from helpers.organisms.posttrain.expert_iteration import filter_correct, prompt_stream, split_steps
+from helpers.organisms.posttrain.grpo import aggregate
 from helpers.organisms.posttrain.losses import (
     clipped_surrogate,
     clipped_value_loss,
@@ -166,6 +167,23 @@ def test_clipped_value_loss_uses_the_worse_of_clipped_and_unclipped():
     # token 0: unclipped (1-2)^2 = 1, clipped (0.2-2)^2 = 3.24 -> 3.24; token 1: 0.25 both
     loss = clipped_value_loss(values, old, ret, torch.ones(1, 2), clip_range=0.2)
     assert loss.item() == pytest.approx(0.5 * (3.24 + 0.25) / 2)
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "dapo", "dr_grpo"])
+def test_grpo_aggregation_over_minibatches_equals_the_full_batch(loss_type):
+    gen = torch.Generator().manual_seed(0)
+    tok_loss = torch.randn(6, 5, generator=gen)
+    mask = torch.tensor([[1, 1, 1, 0, 0]] * 3 + [[1, 1, 1, 1, 1], [1, 0, 0, 0, 0], [1, 1, 0, 0, 0]])
+    n_tokens = float(mask.sum())
+    full = aggregate(tok_loss, mask, loss_type, 6, n_tokens, 5)
+    parts = sum(
+        aggregate(tok_loss[i : i + 2], mask[i : i + 2], loss_type, 6, n_tokens, 5)
+        for i in (0, 2, 4)
+    )
+    torch.testing.assert_close(parts, full)
+    if loss_type == "grpo":  # mean of per-sequence token means
+        per_seq = [(tok_loss[i] * mask[i]).sum() / mask[i].sum() for i in range(6)]
+        torch.testing.assert_close(full, torch.stack(per_seq).mean())
 
 
 def test_expert_iteration_pieces():

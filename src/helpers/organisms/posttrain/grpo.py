@@ -67,14 +67,23 @@ def grpo(
 
 
 def aggregate(
-    tok_loss: torch.Tensor, mask: torch.Tensor, loss_type: str, max_tokens: int
+    tok_loss: torch.Tensor,
+    mask: torch.Tensor,
+    loss_type: str,
+    n_seq: int,
+    n_tokens: int | float,
+    max_tokens: int,
 ) -> torch.Tensor:
-    """Reduce a per-token loss as TRL's loss types do (over one optimisation batch)."""
+    """Reduce a (minibatch's) per-token loss as TRL's loss types do over the whole batch.
+
+    Denominators are those of the whole optimisation batch (`n_seq` sequences, `n_tokens`
+    completion tokens), so summing the results of its minibatches gives the exact batch loss.
+    """
     if loss_type == "grpo":  # mean over each sequence's tokens, then over sequences
-        return masked_mean(tok_loss, mask, dim=1).mean()
+        return masked_mean(tok_loss, mask, dim=1).sum() / n_seq
     if loss_type == "dr_grpo":  # a constant denominator: no length bias
-        return (tok_loss * mask).sum() / (tok_loss.shape[0] * max_tokens)
-    return masked_mean(tok_loss, mask)  # "dapo", "bnpo": mean over all tokens of the batch
+        return (tok_loss * mask).sum() / (n_seq * max_tokens)
+    return (tok_loss * mask).sum() / max(float(n_tokens), 1.0)  # "dapo", "bnpo": token mean
 
 
 def _grpo_native(
@@ -108,6 +117,7 @@ def _grpo_native(
         )
         ro = batch.rollout
         adv = group_advantages(batch.scores, cfg.group_size, scale=cfg.scale_rewards)
+        n_tokens = float(batch.mask.sum())
         model.train()
         losses, kls = [], []
         for _ in range(cfg.grpo_iterations):
@@ -132,14 +142,12 @@ def _grpo_native(
                 )
                 kl = kl_estimate(logp, ref_logp, "k3")
                 tok_loss = tok_loss + cfg.kl_coef * kl * mask
-                loss = (
-                    aggregate(tok_loss, mask, cfg.grpo_loss_type, cfg.max_new_tokens)
-                    * len(mb)
-                    / n_seq
+                loss = aggregate(
+                    tok_loss, mask, cfg.grpo_loss_type, n_seq, n_tokens, cfg.max_new_tokens
                 )
                 loss.backward()
                 losses.append(loss.item())
-                kls.append(float(masked_mean(kl.detach(), mask)) * len(mb) / n_seq)
+                kls.append(float((kl.detach() * mask).sum()) / max(n_tokens, 1.0))
             nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             opt.step()
         row = {
