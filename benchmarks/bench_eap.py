@@ -12,7 +12,9 @@ the resident set just before it (Linux: VmHWM is reset through /proc/self/clear_
 everything the call allocates -- torch's CPU allocations included, which tracemalloc does not
 see -- and nothing allocated before; the warm-up call's figure is kept too.
 Time: one subprocess per configuration alternates the two methods call by call, so load from
-other processes hits both alike; the table reports median wall clock (and median CPU time).
+other processes hits both alike. On a shared machine the medians swing with other people's jobs
+(two torch threads on two busy cores), so the headline ratio uses the best of the repeats, the
+standard for timing on a noisy machine; the median ratios are reported beside it.
 A last measurement takes the fixed per-call cost of nnsight and of the EAP bookkeeping on a
 model too small for compute to matter. Usage:
 
@@ -167,16 +169,17 @@ def write_json_atomic(path: Path, data: dict) -> None:
 
 
 def table(rows: list[dict]) -> str:
-    """Markdown table of the ratios."""
+    """Markdown table: best-of-repeats wall time, the median ratios, and peak memory."""
     lines = [
-        "| seq | batch | floor s | edge_scores s | time x | CPU time x | floor MiB | edge_scores MiB | memory x |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| seq | batch | floor s | edge_scores s | time x (best) | time x (median) | CPU time x "
+        "| floor MiB | edge_scores MiB | memory x |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['seq']} | {r['batch']} | {r['floor_wall_s']:.3f} | {r['eap_wall_s']:.3f} | "
-            f"{r['time_ratio']:.2f} | {r['cpu_time_ratio']:.2f} | {r['floor_peak_mib']:.0f} | {r['eap_peak_mib']:.0f} | "
-            f"{r['memory_ratio']:.2f} |"
+            f"| {r['seq']} | {r['batch']} | {r['floor_best_s']:.3f} | {r['eap_best_s']:.3f} | "
+            f"{r['time_ratio']:.2f} | {r['median_time_ratio']:.2f} | {r['cpu_time_ratio']:.2f} | "
+            f"{r['floor_peak_mib']:.0f} | {r['eap_peak_mib']:.0f} | {r['memory_ratio']:.2f} |"
         )
     return "\n".join(lines)
 
@@ -225,9 +228,12 @@ def main() -> None:
             {
                 "seq": seq,
                 "batch": batch,
+                "floor_best_s": min(floor_t["wall_s"]),
+                "eap_best_s": min(eap_t["wall_s"]),
+                "time_ratio": min(eap_t["wall_s"]) / min(floor_t["wall_s"]),
                 "floor_wall_s": median(floor_t["wall_s"]),
                 "eap_wall_s": median(eap_t["wall_s"]),
-                "time_ratio": median(eap_t["wall_s"]) / median(floor_t["wall_s"]),
+                "median_time_ratio": median(eap_t["wall_s"]) / median(floor_t["wall_s"]),
                 "floor_cpu_s": median(floor_t["cpu_s"]),
                 "eap_cpu_s": median(eap_t["cpu_s"]),
                 "cpu_time_ratio": median(eap_t["cpu_s"]) / median(floor_t["cpu_s"]),
@@ -256,7 +262,11 @@ def main() -> None:
             "VmHWM - VmRSS around a call after one warm-up call and malloc_trim, one fresh "
             "process per method and configuration (first_call_memory_ratio: the warm-up call)"
         ),
-        "time_measure": "median wall clock (and CPU time) of calls alternating between methods",
+        "time_measure": (
+            "wall clock of calls alternating between methods; time_ratio uses the best of the "
+            "repeats (least disturbed by other processes), median_time_ratio the medians, "
+            "cpu_time_ratio the median CPU times"
+        ),
         "fixed_overhead": {
             "model": OVERHEAD_MODEL,
             "seq": 16,
