@@ -342,3 +342,13 @@ def test_grpo_raises_reward(base, tokenizer, backend, iterations):
     assert mean_reward(base, tokenizer) > before + 0.25
     assert log.history[-1]["kl"] > 0
     assert "forward" not in vars(base) and base.config._name_or_path == "" and base.config.use_cache
+
+
+def test_runs_are_deterministic_given_the_seed(base, tokenizer):
+    cfg = PostTrainConfig(steps=3, learning_rate=3e-3, **MICRO)
+    first, second = copy.deepcopy(base), copy.deepcopy(base)
+    log_a = ppo(first, tokenizer, PROMPTS, GOLDS, starts_with_a, cfg)
+    log_b = ppo(second, tokenizer, PROMPTS, GOLDS, starts_with_a, cfg)
+    assert [r["loss"] for r in log_a.history] == [r["loss"] for r in log_b.history]
+    for p, q in zip(first.parameters(), second.parameters(), strict=True):
+        assert torch.equal(p, q)
