@@ -32,7 +32,7 @@ from helpers.evaluation.cache import DEFAULT_CACHE_DIR, model_fingerprint
 from helpers.stats import compare
 
 REPO = Path(__file__).resolve().parents[2]
-RESULTS_DIR = REPO / "data" / "results"
+RESULTS_DIR = Path(os.environ.get("RL_CIRCUITRY_RESULTS_DIR", REPO / "data" / "results"))
 SCORES_DIR = REPO / "data" / "scores"
 ORGANISM_PREFIX = "organism:"
 
