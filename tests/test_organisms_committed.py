@@ -52,7 +52,7 @@ def test_checkpoints_are_log_spaced_and_evaluated(run: str) -> None:
         assert 0.0 <= meta["evaluation"]["greedy_pass1"] <= 1.0
 
 
-@pytest.mark.parametrize("name", ["base", "grpo"])
+@pytest.mark.parametrize("name", ["base", "sft", "grpo"])
 def test_reevaluation_matches_recorded_accuracy(name: str) -> None:
     model, tokenizer = load_organism(name)
     check = load_metadata(name)["evaluation_check"]
