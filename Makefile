@@ -43,7 +43,8 @@ organisms: setup
 
 ## Record the exact versions the suite passed with (torch excluded so Colab's own is kept).
 constraints: setup
-	$(VENV)/bin/pip freeze --exclude-editable | grep -viE '^(torch|nvidia-|triton|rl-circuitry)' > constraints.txt
+	{ echo "# Exact versions the test suite passed with (make constraints; torch excluded so an existing torch is kept)."; \
+	  $(VENV)/bin/pip freeze --exclude-editable | grep -viE '^(torch|nvidia-|triton|rl-circuitry)'; } > constraints.txt
 
 clean:
 	rm -rf _build .pytest_cache
