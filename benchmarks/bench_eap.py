@@ -14,11 +14,13 @@ see -- and nothing allocated before; the warm-up call's figure is kept too.
 Time: one subprocess per configuration alternates the two methods call by call, so load from
 other processes hits both alike. On a shared machine the medians swing with other people's jobs
 (two torch threads on two busy cores), so the headline ratio uses the best of the repeats, the
-standard for timing on a noisy machine; the median ratios are reported beside it.
+standard for timing on a noisy machine; the median ratios are reported beside it. A one-thread
+run is far less sensitive to that contention and is kept in the same file.
 A last measurement takes the fixed per-call cost of nnsight and of the EAP bookkeeping on a
 model too small for compute to matter. Usage:
 
-    .venv/bin/python benchmarks/bench_eap.py            # full grid, writes data/benchmarks/eap.json
+    .venv/bin/python benchmarks/bench_eap.py            # full grid, 2 threads -> runs["2"]
+    .venv/bin/python benchmarks/bench_eap.py --threads 1   # adds runs["1"] to the same file
     .venv/bin/python benchmarks/bench_eap.py --seqs 128 --batches 1 --repeats 3 --out /tmp/x.json
 """
 
@@ -249,24 +251,9 @@ def main() -> None:
     import transformers
 
     fixed_ms = 1e3 * (median(overhead["edge_scores"]["cpu_s"]) - median(overhead["floor"]["cpu_s"]))
-    data = {
-        "benchmark": "edge_scores vs bare forward+backward with frozen parameters (the floor)",
-        "model": MODEL,
-        "dtype": "float32",
-        "device": "cpu",
+    run = {
         "threads": args.threads,
         "repeats": args.repeats,
-        "labels": "second half of each sequence labelled",
-        "targets": {"time_ratio": TARGET_TIME, "memory_ratio": TARGET_MEMORY},
-        "memory_measure": (
-            "VmHWM - VmRSS around a call after one warm-up call and malloc_trim, one fresh "
-            "process per method and configuration (first_call_memory_ratio: the warm-up call)"
-        ),
-        "time_measure": (
-            "wall clock of calls alternating between methods; time_ratio uses the best of the "
-            "repeats (least disturbed by other processes), median_time_ratio the medians, "
-            "cpu_time_ratio the median CPU times"
-        ),
         "fixed_overhead": {
             "model": OVERHEAD_MODEL,
             "seq": 16,
@@ -287,6 +274,27 @@ def main() -> None:
             "load_average_before": load_before,
             "load_average_after": os.getloadavg(),
         },
+    }
+    # One file, one entry per thread count: a run with other threads keeps the earlier entries.
+    runs = json.loads(args.out.read_text()).get("runs", {}) if args.out.exists() else {}
+    runs[str(args.threads)] = run
+    data = {
+        "benchmark": "edge_scores vs bare forward+backward with frozen parameters (the floor)",
+        "model": MODEL,
+        "dtype": "float32",
+        "device": "cpu",
+        "labels": "second half of each sequence labelled",
+        "targets": {"time_ratio": TARGET_TIME, "memory_ratio": TARGET_MEMORY},
+        "memory_measure": (
+            "VmHWM - VmRSS around a call after one warm-up call and malloc_trim, one fresh "
+            "process per method and configuration (first_call_memory_ratio: the warm-up call)"
+        ),
+        "time_measure": (
+            "wall clock of calls alternating between methods; time_ratio uses the best of the "
+            "repeats (least disturbed by other processes), median_time_ratio the medians, "
+            "cpu_time_ratio the median CPU times"
+        ),
+        "runs": dict(sorted(runs.items(), reverse=True)),
     }
     write_json_atomic(args.out, data)
     print(table(rows))
