@@ -259,6 +259,8 @@ class PairAnalysis:
             t.insert(0, "alpha", alpha)
             t.insert(0, "pair", self.name)
             t["t_cut"] = res.selection.t_cut
+            t["loss_base"] = float(res.base.loss.mean())
+            t["loss_tuned"] = float(res.tuned.loss.mean())
             frames.append(t)
         return pd.concat(frames, ignore_index=True)
 
@@ -360,7 +362,11 @@ def load_results(root: Path = RESULTS_DIR) -> pd.DataFrame:
 
 
 def selection_table(analysis: PairAnalysis) -> pd.DataFrame:
-    """Per alpha: filter counts, reference length and T_cut."""
+    """Per alpha: filter counts, reference length, T_cut, and each model's mean loss (nats/token).
+
+    The loss matters for reading intensity: EAP scores are proportional to the loss gradient, so
+    a model more confident of its own answer has smaller scores on the same circuit.
+    """
     rows = []
     for alpha, res in analysis.alphas.items():
         rows.append(
@@ -369,6 +375,8 @@ def selection_table(analysis: PairAnalysis) -> pd.DataFrame:
                 "refer": res.selection.refer,
                 "T_cut": res.selection.t_cut,
                 **res.selection.counts,
+                "loss base": float(res.base.loss.mean()),
+                "loss tuned": float(res.tuned.loss.mean()),
             }
         )
     return pd.DataFrame(rows).set_index("alpha")

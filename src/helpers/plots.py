@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.colors import TwoSlopeNorm
+from matplotlib.ticker import MaxNLocator
 
 from helpers import metrics as M
 
@@ -24,7 +25,7 @@ def relative_change_heatmap(base: Any, tuned: Any, *, title: str = "", clip: flo
     finite = rel[np.isfinite(rel)]
     lim = min(clip, float(np.nanmax(np.abs(finite)))) if finite.size else clip
     lim = lim if lim > 0 else 1.0
-    fig, ax = plt.subplots(figsize=(0.28 * len(b.targets) + 2.5, 0.28 * len(b.sources) + 1.5))
+    fig, ax = plt.subplots(figsize=(0.45 * len(b.targets) + 3.5, 0.4 * len(b.sources) + 2))
     norm = TwoSlopeNorm(vmin=-lim, vcenter=0.0, vmax=lim)
     shown = np.ma.masked_invalid(np.clip(rel, -lim, lim))
     im = ax.imshow(shown, cmap="RdBu_r", norm=norm, aspect="auto", interpolation="nearest")
@@ -34,8 +35,8 @@ def relative_change_heatmap(base: Any, tuned: Any, *, title: str = "", clip: flo
     ax.set_ylabel("source node (writes the residual stream)")
     ax.grid(False)
     cbar = fig.colorbar(im, ax=ax, shrink=0.8)
-    cbar.set_label(f"relative change of mean |score| (clipped at ±{lim:.2g})")
-    ax.set_title(title or "Per-edge relative change, tuned vs base")
+    cbar.set_label(f"relative change of mean |W| (clipped at ±{lim:.2g})")
+    ax.set_title(title or "Per-edge relative change, tuned vs base", fontsize=11)
     fig.tight_layout()
     return fig
 
@@ -52,14 +53,17 @@ def score_distributions(base: Any, tuned: Any, *, labels: Sequence[str] = ("base
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     for v, label, color in zip((vb, vt), labels, BASE_TUNED, strict=True):
         v = v[v > 0]
-        axes[0].hist(v, bins=bins, histtype="step", lw=1.6, color=color, label=label, density=True)
+        weights = np.full(v.size, 1.0 / v.size)  # fraction of scores per (log-width) bin
+        axes[0].hist(
+            v, bins=bins, weights=weights, histtype="step", lw=1.6, color=color, label=label
+        )
         xs = np.sort(v)
         axes[1].plot(xs, np.arange(1, xs.size + 1) / xs.size, color=color, label=label)
     for ax in axes:
         ax.set_xscale("log")
         ax.set_xlabel("|edge score| (nats of loss change, log scale)")
         ax.legend()
-    axes[0].set_ylabel("density")
+    axes[0].set_ylabel("fraction of edge scores per bin")
     axes[0].set_title("Distribution of |W| over edges and questions")
     axes[1].set_ylabel("fraction of edge scores ≤ x")
     axes[1].set_title("Empirical CDF")
@@ -90,6 +94,7 @@ def intensity_by_layer(base: Any, tuned: Any, *, labels: Sequence[str] = ("base"
             prof = M.intensity_profile(x, by=by)
             ax.plot(prof.index, prof.values, marker="o", color=color, label=label)
         ax.set_xlabel(by.replace("_", " ") + " (emb = -1, logits = L)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_yscale("log")
         ax.set_ylabel("mean |edge score| (log scale)")
         ax.legend()
