@@ -226,7 +226,7 @@ def edge_scores(
     labels: torch.Tensor,
     *,
     positions: Positions = "all",
-    remote: bool = False,
+    remote: bool | Literal["local"] = False,
 ) -> EdgeScores:
     """EAP score of every residual edge, per sample, from one forward and one backward pass.
 
@@ -244,7 +244,7 @@ def edge_scores(
     vocab_size = module.get_input_embeddings().num_embeddings
     check_inputs(input_ids, attention_mask, labels, vocab_size)
     weights = position_weights(attention_mask, labels, positions)
-    if remote:
+    if remote is True:  # "local" simulates a remote request here and needs no key
         check_remote(envoy)
     if torch.is_inference_mode_enabled():
         raise RuntimeError("edge_scores needs gradients; call it outside torch.inference_mode()")
@@ -294,7 +294,7 @@ def score_batches(
     batches: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
     *,
     positions: Positions = "all",
-    remote: bool = False,
+    remote: bool | Literal["local"] = False,
     progress: bool = True,
 ) -> EdgeScores:
     """`edge_scores` over (input_ids, attention_mask, labels) batches, concatenated in order."""
@@ -315,7 +315,7 @@ def _trace_scores(
     labels: torch.Tensor,
     weights: torch.Tensor,
     *,
-    remote: bool,
+    remote: bool | Literal["local"],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the trace: store sources (float32), contract each target's branch gradient with them.
 
@@ -340,14 +340,15 @@ def _trace_scores(
     trace_kwargs: dict[str, Any] = {"use_cache": False, **inputs}
     if remote:
         nnsight.register(sys.modules[__name__])
-        trace_kwargs["remote"] = True
+        trace_kwargs["remote"] = remote
     n_nodes = 2 * n_layers + 1
+    # Keep every statement of this trace on one line, and no comment lines before the backward
+    # block: nnsight's serialised (remote) execution breaks on them (tests/test_remote.py).
     with envoy.trace(**trace_kwargs):
         emb = embed.output
         batch, seq = emb.shape[:2]
-        sources = torch.empty(
-            (batch, n_nodes, *emb.shape[1:]), dtype=torch.float32, device=emb.device
-        )
+        store_shape = (batch, n_nodes, *emb.shape[1:])
+        sources = torch.empty(store_shape, dtype=torch.float32, device=emb.device)
         sources[:, 0] = emb.detach()
         branch_inputs = []  # clones of each target's pre-norm input, in serial order
         for node, (norm, block, returns_tuple) in enumerate(branches, start=1):
