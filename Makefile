@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONHASHSEED := 0
 
-.PHONY: setup book html test test-all lint preview check-site constraints organisms clean
+.PHONY: setup book html test test-fast lint preview check-site constraints organisms clean
 
 setup:
 	@bash scripts/setup.sh
@@ -18,12 +18,12 @@ book: setup
 html:
 	$(VENV)/bin/jupyter-book build . --builder html -W -n --keep-going $(BOOK_ARGS)
 
-## Fast suite (slow tests deselected); `make test-all` runs everything.
+## The whole suite (CI runs this); `make test-fast` skips the slow tests while you iterate.
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-all: setup
-	$(PY) -m pytest -m "" $(PYTEST_ARGS)
+test-fast: setup
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks notebooks
