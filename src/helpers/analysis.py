@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from helpers.eap import EdgeScores, edge_scores
+from helpers.eap import EdgeScores, concat, edge_scores
 from helpers.evaluation import (
     GenerationSettings,
     ModelBatch,
@@ -159,36 +159,6 @@ def _batch_key(model: Any, batch: ModelBatch, positions: str) -> str:
     return h.hexdigest()[:24]
 
 
-def _save_scores(path: Path, scores: EdgeScores) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    torch.save(
-        {
-            "scores": scores.scores,
-            "sources": scores.sources,
-            "targets": scores.targets,
-            "mask": scores.mask,
-            "loss": scores.loss,
-            "positions": scores.positions,
-        },
-        tmp,
-    )
-    os.replace(tmp, path)
-
-
-def _concat(parts: list[EdgeScores]) -> EdgeScores:
-    first = parts[0]
-    return EdgeScores(
-        scores=torch.cat([p.scores for p in parts]),
-        sources=first.sources,
-        targets=first.targets,
-        mask=first.mask,
-        loss=torch.cat([p.loss for p in parts]),
-        positions=first.positions,
-    )
-
-
 def score_batch(
     model: Any,
     batch: ModelBatch,
@@ -208,7 +178,7 @@ def score_batch(
     if use_cache:
         path = Path(cache_dir or SCORES_DIR) / f"{_batch_key(model, batch, positions)}.pt"
         if path.is_file():
-            return EdgeScores(**torch.load(path, weights_only=False))
+            return EdgeScores.load(path)
     device = "cpu" if remote else next(model.parameters()).device
     parts = []
     n = batch.input_ids.shape[0]
@@ -226,9 +196,9 @@ def score_batch(
                 remote=remote,
             )
         )
-    scores = _concat(parts)
+    scores = concat(parts)
     if path is not None:
-        _save_scores(path, scores)
+        scores.save(path)
     return scores
 
 
@@ -303,21 +273,16 @@ def score_pair(
             reference=reference,
             pad_id=pad_id,
         )
-        sb = score_batch(
-            base[0],
-            sel.batches["base"],
-            chunk=chunk,
-            positions=positions,
-            remote=remote,
-            desc=f"EAP base a={alpha}",
-        )
-        st = score_batch(
-            tuned[0],
-            sel.batches["tuned"],
-            chunk=chunk,
-            positions=positions,
-            remote=remote,
-            desc=f"EAP tuned a={alpha}",
+        sb, st = (
+            score_batch(
+                model,
+                sel.batches[role],
+                chunk=chunk,
+                positions=positions,
+                remote=remote,
+                desc=f"EAP {role} a={alpha}",
+            )
+            for (model, _), role in ((base, "base"), (tuned, "tuned"))
         )
         table = compare(sb, st, n_boot=n_boot, bins=bins, seed=seed)
         out.alphas[alpha] = AlphaResult(alpha, sel, sb, st, table)

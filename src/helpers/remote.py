@@ -180,19 +180,12 @@ def generate_remote(
     longest first and left-padded; each answer is trimmed at its first stop id.
     """
     from tqdm.auto import tqdm
-    from transformers import GenerationConfig
 
-    from helpers.evaluation.generation import Generation, left_pad, trim_answer
+    from helpers.evaluation.generation import Generation, greedy_config, left_pad, trim_answer
 
     if max_new_tokens < 1 or batch_size < 1:
         raise ValueError("max_new_tokens and batch_size must be >= 1")
-    config = GenerationConfig(
-        do_sample=False,
-        num_beams=1,
-        max_new_tokens=max_new_tokens,
-        eos_token_id=list(stop_ids),
-        pad_token_id=pad_id,
-    )
+    config = greedy_config(max_new_tokens, stop_ids, pad_id)
     order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
     results: list[Any] = [None] * len(prompts)
     starts = range(0, len(order), batch_size)

@@ -97,6 +97,17 @@ def _neutral_generation_config(model: PreTrainedModel) -> Iterator[None]:
         model.generation_config = saved
 
 
+def greedy_config(max_new_tokens: int, stop_ids: Sequence[int], pad_id: int) -> GenerationConfig:
+    """The one greedy decoding configuration every backend uses (no sampling, no beams)."""
+    return GenerationConfig(
+        do_sample=False,
+        num_beams=1,
+        max_new_tokens=max_new_tokens,
+        eos_token_id=list(stop_ids),
+        pad_token_id=pad_id,
+    )
+
+
 def _batches(order: list[int], batch_size: int) -> list[list[int]]:
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
@@ -122,13 +133,7 @@ def generate_transformers(
     """
     if max_new_tokens < 1 or batch_size < 1:
         raise ValueError("max_new_tokens and batch_size must be >= 1")
-    config = GenerationConfig(
-        do_sample=False,
-        num_beams=1,
-        max_new_tokens=max_new_tokens,
-        eos_token_id=list(stop_ids),
-        pad_token_id=pad_id,
-    )
+    config = greedy_config(max_new_tokens, stop_ids, pad_id)
     device = next(model.parameters()).device
     order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
     results: list[Generation | None] = [None] * len(prompts)
