@@ -106,3 +106,9 @@ def test_remote_files_pass_remote_and_need_no_gpu(project: Path) -> None:
     spec.write_text(spec.read_text().replace("remote: true", "remote: false"))
     job = pipeline.load_job(spec)
     assert "remote" not in job.parameters and job.requires_gpu
+
+
+def test_params_prints_the_notebook_parameters(project: Path, capsys) -> None:
+    assert pipeline.main(["--params", "beta"]) == 0
+    assert capsys.readouterr().out == "x: 5\nfail: false\n"
+    assert pipeline.main(["--params", "nope"]) == 2

@@ -305,8 +305,19 @@ def main(argv: list[str] | None = None) -> int:
         help="validate every parameter file offline (ids, template, architecture, memory plan) "
         "and say what would run; run nothing",
     )
+    parser.add_argument(
+        "--params",
+        metavar="NAME",
+        help="print a parameter file's notebook parameters as YAML (for papermill -f) and exit",
+    )
     args = parser.parse_args(argv)
     try:
+        if args.params:
+            path = PARAMS_DIR / f"{args.params}.yml"
+            if not path.is_file():
+                raise PipelineError(f"no parameter file {path.relative_to(REPO)}")
+            print(yaml.safe_dump(load_job(path).parameters, sort_keys=False), end="")
+            return 0
         return 1 if run(only=args.only, force=args.force, dry_run=args.dry_run) else 0
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
