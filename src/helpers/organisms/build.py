@@ -31,6 +31,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 from helpers.organisms import posttrain
 from helpers.organisms.evaluate import evaluate
 from helpers.organisms.grading import reward
+from helpers.organisms.posttrain.checkpoints import save_model_dir
 from helpers.organisms.pretrain import PretrainConfig, draw_formats, pretrain
 from helpers.organisms.registry import (
     CHECKPOINTED_RUNS,
@@ -143,17 +144,7 @@ def save_weights(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: Path, dtype: torch.dtype
 ) -> None:
     """Save a ``dtype`` copy of ``model`` plus ``tokenizer`` to ``path`` atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
-    try:
-        copy.deepcopy(model).to(dtype).save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    save_model_dir(copy.deepcopy(model).to(dtype), tokenizer, path)
 
 
 def evaluate_saved(path: Path, cfg: BuildConfig, progress: bool = True) -> dict[str, Any]:
