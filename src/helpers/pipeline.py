@@ -168,7 +168,11 @@ def git_commit() -> str:
 def provenance_cell(job: Job, key: str, seconds: float) -> nbformat.NotebookNode:
     """A Markdown cell, shown at the top of the page, that says what produced it."""
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    params = yaml.safe_dump(job.parameters, sort_keys=True, default_flow_style=False).strip()
+    params = (
+        yaml.safe_dump(job.parameters, sort_keys=True, default_flow_style=False).strip()
+        if job.parameters
+        else "# the template's default parameters"
+    )
     rel = job.source.relative_to(REPO) if job.source else job.name
     text = (
         ":::{admonition} Provenance\n:class: provenance\n"
