@@ -84,3 +84,27 @@ def test_score_pair_caches_and_saves(pair, tmp_path: Path, monkeypatch: pytest.M
     assert len(saved) == len(table)
     loaded = analysis.load_results(tmp_path / "results")
     assert list(loaded["pair"].unique()) == ["tiny"]
+
+
+def test_auto_batches_follow_the_planner_on_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from helpers.planning import plan
+
+    model = tiny_model("qwen2", num_hidden_layers=2)
+    monkeypatch.setattr(analysis, "_gpu_gib", lambda: None)
+    assert analysis.auto_batches(model, eap_seq_len=300, eap_labelled=40) == (
+        analysis.CPU_GENERATION_BATCH,
+        analysis.CPU_EAP_CHUNK,
+    )
+    monkeypatch.setattr(analysis, "_gpu_gib", lambda: 0.9)
+    expected = plan(
+        model.config,
+        device=0.9,
+        eap_seq_len=300,
+        eap_labelled=40,
+        prompt_len=512,
+        max_new_tokens=1024,
+        dtype="float32",
+    )
+    got = analysis.auto_batches(model, eap_seq_len=300, eap_labelled=40)
+    assert got == (expected.generation_batch, expected.eap_batch)
+    assert got[1] >= 1

@@ -35,6 +35,46 @@ REPO = Path(__file__).resolve().parents[2]
 RESULTS_DIR = Path(os.environ.get("RL_CIRCUITRY_RESULTS_DIR", REPO / "data" / "results"))
 SCORES_DIR = REPO / "data" / "scores"
 ORGANISM_PREFIX = "organism:"
+CPU_GENERATION_BATCH = 16
+CPU_EAP_CHUNK = 16
+
+
+def _gpu_gib() -> float | None:
+    """Total memory of the first CUDA device in GiB, or None without one."""
+    if not torch.cuda.is_available():
+        return None
+    return torch.cuda.get_device_properties(0).total_memory / 2**30
+
+
+def auto_batches(
+    model: Any,
+    *,
+    eap_seq_len: int,
+    eap_labelled: int,
+    prompt_len: int = 512,
+    max_new_tokens: int = 1024,
+) -> tuple[int, int]:
+    """(generation batch, EAP chunk) for `model` on this machine's GPU, from the memory planner.
+
+    On a CPU, or for a model run on NDIF, fixed defaults. Raises `planning.DoesNotFit` (with
+    suggestions: smaller alpha, bf16, NDIF) when even batch 1 does not fit the GPU.
+    """
+    gib = _gpu_gib()
+    if gib is None or not isinstance(model, torch.nn.Module):
+        return CPU_GENERATION_BATCH, CPU_EAP_CHUNK
+    from helpers.planning import plan
+
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    p = plan(
+        model.config,
+        device=gib,
+        eap_seq_len=eap_seq_len,
+        eap_labelled=eap_labelled,
+        prompt_len=prompt_len,
+        max_new_tokens=max_new_tokens,
+        dtype=dtype,
+    )
+    return p.generation_batch, p.eap_batch
 
 
 def load_model(
@@ -112,7 +152,7 @@ def evaluate_pair(
     max_new_tokens: int,
     n_items: int | None = None,
     data_path: str | None = None,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     names: tuple[str, str] = ("base", "tuned"),
     cache_dir: Path | None = None,
     remote: bool = False,
@@ -125,6 +165,10 @@ def evaluate_pair(
     models generate on NDIF, and `names` must be their hub ids (pinned by `revisions`).
     """
     items = load_items(dataset, path=data_path, n=n_items)
+    if batch_size is None:  # the planner's batch for this GPU (a fixed default on CPU)
+        batch_size, _ = auto_batches(
+            base[0], eap_seq_len=1, eap_labelled=1, max_new_tokens=max_new_tokens
+        )
     settings = GenerationSettings(
         max_new_tokens=max_new_tokens, batch_size=batch_size, backend="ndif" if remote else "auto"
     )
@@ -249,12 +293,14 @@ def score_pair(
     seed: int = 42,
     reference: str = "code",
     positions: str = "all",
-    chunk: int = 16,
+    chunk: int | None = None,
     n_boot: int = 2000,
     bins: int = 100,
     remote: bool = False,
 ) -> PairAnalysis:
     """Select questions and T_cut at each alpha, score both models with EAP, compare them.
+
+    `chunk=None` lets the memory planner pick the EAP batch for this GPU (16 on a CPU).
 
     `remote=True` runs the attribution traces on NDIF (models from `load_model(..., remote=True)`).
     """
@@ -273,11 +319,13 @@ def score_pair(
             reference=reference,
             pad_id=pad_id,
         )
+        width = max(b.input_ids.shape[1] for b in sel.batches.values())
+        _, planned = auto_batches(base[0], eap_seq_len=width, eap_labelled=sel.t_cut)
         sb, st = (
             score_batch(
                 model,
                 sel.batches[role],
-                chunk=chunk,
+                chunk=chunk or planned,
                 positions=positions,
                 remote=remote,
                 desc=f"EAP {role} a={alpha}",
