@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from helpers.evaluation import (
     load_items,
     select_questions,
 )
-from helpers.evaluation.cache import DEFAULT_CACHE_DIR, model_fingerprint
+from helpers.evaluation.cache import DEFAULT_CACHE_DIR, atomic_write_bytes, model_fingerprint
 from helpers.stats import compare
 
 REPO = Path(__file__).resolve().parents[2]
@@ -319,13 +318,15 @@ def score_pair(
             reference=reference,
             pad_id=pad_id,
         )
-        width = max(b.input_ids.shape[1] for b in sel.batches.values())
-        _, planned = auto_batches(base[0], eap_seq_len=width, eap_labelled=sel.t_cut)
+        planned = chunk
+        if planned is None:  # ask the planner only when no chunk size was given
+            width = max(b.input_ids.shape[1] for b in sel.batches.values())
+            _, planned = auto_batches(base[0], eap_seq_len=width, eap_labelled=sel.t_cut)
         sb, st = (
             score_batch(
                 model,
                 sel.batches[role],
-                chunk=chunk or planned,
+                chunk=planned,
                 positions=positions,
                 remote=remote,
                 desc=f"EAP {role} a={alpha}",
@@ -343,7 +344,7 @@ def save_results(analysis: PairAnalysis, params: dict[str, Any], root: Path = RE
     folder.mkdir(parents=True, exist_ok=True)
     table = analysis.metric_table()
     table.insert(1, "algorithm", params.get("algorithm", ""))
-    _atomic_text(folder / "metrics.csv", table.to_csv(index=False))
+    atomic_write_bytes(folder / "metrics.csv", table.to_csv(index=False).encode())
     summary = {
         "pair": analysis.name,
         "parameters": params,
@@ -357,15 +358,8 @@ def save_results(analysis: PairAnalysis, params: dict[str, Any], root: Path = RE
             for a, r in analysis.alphas.items()
         },
     }
-    _atomic_text(folder / "summary.json", json.dumps(summary, indent=2, default=str))
+    atomic_write_bytes(folder / "summary.json", json.dumps(summary, indent=2, default=str).encode())
     return folder
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def load_results(root: Path = RESULTS_DIR) -> pd.DataFrame:
