@@ -8,6 +8,7 @@ import torch
 
 from helpers import analysis
 from helpers.organisms.tokenizer import build_tokenizer
+from helpers.specs import PairSpec
 from helpers.tiny_models import tiny_model
 
 
@@ -20,8 +21,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory):
     records = analysis.evaluate_pair(
         base,
         tuned,
-        dataset="organisms",
-        template="organism",
+        task="organisms",
         max_new_tokens=6,
         n_items=10,
         batch_size=5,
@@ -44,30 +44,33 @@ def test_score_pair_caches_and_saves(pair, tmp_path: Path, monkeypatch: pytest.M
     # random models solve nothing: mark every answer correct so the selection has questions
     for frame in (records.base, records.tuned):
         frame["correct"] = True
-    monkeypatch.setattr(analysis, "SCORES_DIR", tmp_path / "scores")
+    monkeypatch.setenv("RL_CIRCUITRY_ROOT", str(tmp_path))  # the layout's scores: tmp/data/scores
     calls = []
     real = analysis.edge_scores
     monkeypatch.setattr(analysis, "edge_scores", lambda *a, **k: calls.append(1) or real(*a, **k))
 
+    spec = PairSpec.from_params(
+        {
+            "pair": "tiny",
+            "base": "tiny-1",
+            "tuned": "tiny-2",
+            "alphas": [0.5, 1.0],
+            "n_questions": 6,
+            "eap_chunk": 4,
+            "n_boot": 50,
+            "delta": 10.0,
+            "beta": 0.0,
+            "gamma": 10.0,
+        }
+    )
+
     def run() -> analysis.PairAnalysis:
-        return analysis.score_pair(
-            "tiny",
-            base,
-            tuned,
-            records,
-            alphas=[0.5, 1.0],
-            n_questions=6,
-            chunk=4,
-            n_boot=50,
-            delta=10.0,
-            beta=0.0,
-            gamma=10.0,
-        )
+        return analysis.score_pair(spec, base, tuned, records)
 
     result = run()
     first_calls = len(calls)
     assert first_calls == 8  # two alphas x two models x two chunks of at most 4 questions
-    assert len(list((tmp_path / "scores").glob("*.pt"))) == 4
+    assert len(list((tmp_path / "data" / "scores").glob("*.pt"))) == 4
     again = run()
     assert len(calls) == first_calls  # every score came from the cache
     torch.testing.assert_close(again.alphas[0.5].tuned.scores, result.alphas[0.5].tuned.scores)

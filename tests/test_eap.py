@@ -373,12 +373,14 @@ def test_unknown_architecture_is_refused() -> None:
 def test_remote_without_api_key_fails_fast(monkeypatch) -> None:
     from nnsight.schema.config import CONFIG
 
+    from helpers.backend import NDIF
+
     monkeypatch.delenv("NDIF_API_KEY", raising=False)
     monkeypatch.setattr(CONFIG.API, "APIKEY", None)
     model = tiny_model("llama")
     ids, mask, labels = make_batch([8], 8)
     with pytest.raises(RuntimeError, match="NDIF_API_KEY"):
-        edge_scores(model, ids, mask, labels, remote=True)
+        edge_scores(model, ids, mask, labels, backend=NDIF())
 
 
 def test_bad_inputs_name_the_fix() -> None:

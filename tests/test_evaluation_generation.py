@@ -160,20 +160,25 @@ def test_checkpoint_generation_config_does_not_leak_into_greedy(organism):
 
 
 def test_ndif_backend_generates_through_nnsight_remote(tmp_path, monkeypatch) -> None:
-    """backend="ndif" sends the prompts to helpers.remote.generate_remote and caches its records."""
+    """backend="ndif" generates through the NDIF backend's nnsight model and caches its records."""
     import helpers.remote as remote
+    from helpers.backend import NDIF
     from helpers.evaluation import GenerationSettings, evaluate_model, load_items
-    from helpers.evaluation.generation import Generation
     from helpers.organisms.tokenizer import build_tokenizer
 
     calls: list[int] = []
 
-    def fake_generate(envoy, prompts, *, max_new_tokens, stop_ids, pad_id, batch_size, **_):
-        calls.append(len(prompts))
-        return [Generation(list(p), [7, 8], True) for p in prompts]
+    def fake_generate_fn(self, envoy):
+        assert envoy == ("envoy", "org/model")  # the hub model NDIF runs, built once per call
+
+        def run(ids, mask, config):
+            calls.append(ids.shape[0])
+            return torch.cat([ids, torch.tensor([[7, 8]] * ids.shape[0])], dim=1)
+
+        return run
 
     monkeypatch.setattr(remote, "remote_model", lambda repo, revision=None: ("envoy", repo))
-    monkeypatch.setattr(remote, "generate_remote", fake_generate)
+    monkeypatch.setattr(NDIF, "generate_fn", fake_generate_fn)
     items = load_items("organisms", n=5)
     settings = GenerationSettings(max_new_tokens=4, batch_size=2, backend="ndif")
     kwargs = dict(

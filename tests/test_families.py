@@ -17,10 +17,11 @@ from transformers import PreTrainedTokenizerFast
 from helpers.eap import edge_scores
 from helpers.evaluation import GenerationSettings, evaluate_model, load_items, select_questions
 from helpers.evaluation.prompts import encode_prompt, render_prompt
-from helpers.families import PARAMS_DIR, validate_params
+from helpers.families import validate_params
+from helpers.paths import layout
 from helpers.tiny_models import tiny_model
 
-FAMILY_FILES = sorted(PARAMS_DIR.glob("family_*.yml"))
+FAMILY_FILES = sorted(layout().params.glob("family_*.yml"))
 
 # Special tokens of each family's tokenizer: (bos, eos, extra specials the template writes).
 SPECIALS: dict[str, tuple[str | None, str, tuple[str, ...]]] = {

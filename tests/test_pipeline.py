@@ -29,10 +29,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         )
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "alpha.txt").write_text("v1")
-    monkeypatch.setattr(pipeline, "REPO", tmp_path)
-    monkeypatch.setattr(pipeline, "PARAMS_DIR", tmp_path / "notebooks" / "params")
-    monkeypatch.setattr(pipeline, "TEMPLATES_DIR", tmp_path / "notebooks")
-    monkeypatch.setattr(pipeline, "FAILED_DIR", tmp_path / "data" / "tmp" / "failed")
+    monkeypatch.setenv("RL_CIRCUITRY_ROOT", str(tmp_path))  # the one override of the layout
     return tmp_path
 
 

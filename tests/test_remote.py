@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from helpers import eap, remote
+from helpers.backend import Local, SimulatedNDIF
 from helpers.organisms.tokenizer import build_tokenizer
 from helpers.remote import (
     Deployment,
@@ -122,12 +123,12 @@ def _batch(vocab: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 def test_remote_local_needs_the_tokenizer() -> None:
     model = tiny_model("llama", vocab_size=53)
     with pytest.raises(ValueError, match="tokenizer"):
-        remote.edge_scores(model, *_batch(53), remote="local")
+        eap.edge_scores(model, *_batch(53), backend=SimulatedNDIF())
 
 
 def test_plain_call_passes_through_to_the_engine() -> None:
     model = tiny_model("qwen2", vocab_size=53)
-    a = remote.edge_scores(model, *_batch(53))
+    a = eap.edge_scores(model, *_batch(53), backend=Local())
     b = eap.edge_scores(model, *_batch(53))
     assert torch.equal(a.scores, b.scores)
 
@@ -194,7 +195,8 @@ def test_remote_local_gives_the_local_scores(family: str) -> None:
     model = tiny_model(family, vocab_size=len(tok))
     batch = _batch(len(tok))
     local = eap.edge_scores(model, *batch)
-    simulated = remote.edge_scores(model, *batch, remote="local", tokenizer=tok)
+    backend = SimulatedNDIF()
+    simulated = eap.edge_scores(backend.wrap(model, tok), *batch, backend=backend)
     torch.testing.assert_close(simulated.scores, local.scores, rtol=0, atol=0)
     torch.testing.assert_close(simulated.loss, local.loss, rtol=0, atol=0)
     assert simulated.scores.abs().sum() > 0
@@ -215,8 +217,6 @@ def test_remote_model_is_not_loaded_here(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_generation_through_the_serialised_path_matches_local() -> None:
-    from nnsight.modeling.transformers import TransformersModel
-
     from helpers.evaluation.generation import generate_transformers
 
     tok = build_tokenizer()
@@ -229,8 +229,8 @@ def test_generation_through_the_serialised_path_matches_local() -> None:
     stop = (tok.eos_token_id, tok.convert_tokens_to_ids("="))
     kwargs = {"max_new_tokens": 7, "stop_ids": stop, "pad_id": tok.pad_token_id, "batch_size": 2}
     local = generate_transformers(model, prompts, progress=False, **kwargs)
-    envoy = TransformersModel(model, tokenizer=tok)
-    simulated = remote.generate_remote(envoy, prompts, remote="local", progress=False, **kwargs)
+    backend = SimulatedNDIF()
+    simulated = backend.greedy(backend.wrap(model, tok), prompts, progress=False, **kwargs)
     assert simulated == local
     assert [g.prompt_ids for g in simulated] == prompts
     assert all(len(g.answer_ids) <= 7 for g in simulated)

@@ -1,15 +1,14 @@
 """One base/tuned pair, end to end: answers, selection, EAP at each alpha, metric tables.
 
-The pair-analysis notebook is a few calls into this module: `load_pair`, `evaluate_pair`,
-`score_pair`, and `save_results`. Scores are cached on disk by content (weights, inputs,
-positions), so re-running a notebook with an extra alpha only computes what is new.
+The pair-analysis notebook is a few calls into this module with one `PairSpec`: `load_pair`,
+`evaluate_pair(**spec.evaluation_kwargs())`, `score_pair(spec, ...)` and `save_results`. Where
+the models run is the spec's execution backend (`helpers.backend`). Scores are cached on disk by
+content (weights, inputs, positions), so re-running with an extra alpha only computes what is new.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,24 +17,34 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from helpers import io
+from helpers.backend import LOCAL, Local
 from helpers.eap import EdgeScores, concat, edge_scores
 from helpers.evaluation import (
     GenerationSettings,
     ModelBatch,
     Selection,
     evaluate_model,
+    get_task,
     load_items,
     select_questions,
 )
-from helpers.evaluation.cache import DEFAULT_CACHE_DIR, atomic_write_bytes, model_fingerprint
+from helpers.evaluation.cache import default_cache_dir, model_fingerprint
+from helpers.paths import layout
+from helpers.specs import PairSpec
 from helpers.stats import compare
 
-REPO = Path(__file__).resolve().parents[2]
-RESULTS_DIR = Path(os.environ.get("RL_CIRCUITRY_RESULTS_DIR", REPO / "data" / "results"))
-SCORES_DIR = REPO / "data" / "scores"
-ORGANISM_PREFIX = "organism:"
 CPU_GENERATION_BATCH = 16
 CPU_EAP_CHUNK = 16
+
+
+def __getattr__(name: str) -> Path:
+    """`RESULTS_DIR` and `SCORES_DIR` of the current layout (`helpers.paths`), read when asked."""
+    if name == "RESULTS_DIR":
+        return layout().results
+    if name == "SCORES_DIR":
+        return layout().scores
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _gpu_gib() -> float | None:
@@ -83,37 +92,35 @@ def load_model(
     dtype: str = "float32",
     device: str | None = None,
     trust_remote_code: bool = False,
-    remote: bool = False,
+    backend: Local = LOCAL,
 ) -> tuple[Any, Any]:
     """(model, tokenizer) for `organism:<name or checkpoint path>`, a local folder or a hub id.
 
     Hub models load from safetensors, at the pinned `revision`, without remote code unless asked.
-    `remote=True` loads nothing: it returns an nnsight model whose traces run on NDIF.
+    On the NDIF backend nothing is loaded here: the model is an nnsight model whose traces run
+    there (the key is checked first).
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    return backend.load(
+        ref, revision=revision, dtype=dtype, device=device, trust_remote_code=trust_remote_code
+    )
 
-    if remote:
-        from helpers.remote import api_key, remote_model
 
-        api_key()  # fail before any work when NDIF_API_KEY is missing
-        tokenizer = AutoTokenizer.from_pretrained(ref, revision=revision)
-        return remote_model(ref, revision=revision), tokenizer
+def load_pair(spec: PairSpec) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
+    """Both models of a pair on its backend; on NDIF, the key and hosting are checked first."""
+    backend = spec.execution()
+    if backend.name == "ndif":
+        from helpers.remote import preflight
 
-    torch_dtype = getattr(torch, dtype)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if ref.startswith(ORGANISM_PREFIX):
-        from helpers.organisms.registry import ORGANISMS_DIR, load_organism
-
-        name = ref.removeprefix(ORGANISM_PREFIX)
-        target = name if "/" not in name else ORGANISMS_DIR / name
-        model, tokenizer = load_organism(target, dtype=torch_dtype)
-    else:
-        kwargs = {"revision": revision, "trust_remote_code": trust_remote_code}
-        tokenizer = AutoTokenizer.from_pretrained(ref, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(
-            ref, dtype=torch_dtype, use_safetensors=True, **kwargs
+        preflight(
+            spec.base,
+            spec.tuned,
+            base_revision=spec.base_revision,
+            tuned_revision=spec.tuned_revision,
         )
-    return model.to(device).eval(), tokenizer
+    kwargs = {"dtype": spec.dtype, "trust_remote_code": spec.trust_remote_code, "backend": backend}
+    base = load_model(spec.base, revision=spec.base_revision, **kwargs)
+    tuned = load_model(spec.tuned, revision=spec.tuned_revision, **kwargs)
+    return base, tuned
 
 
 @dataclass
@@ -146,53 +153,59 @@ def evaluate_pair(
     base: tuple[Any, Any],
     tuned: tuple[Any, Any],
     *,
-    dataset: str,
-    template: str,
+    task: str,
     max_new_tokens: int,
+    template: str | None = None,
     n_items: int | None = None,
     data_path: str | None = None,
     batch_size: int | None = None,
     names: tuple[str, str] = ("base", "tuned"),
     cache_dir: Path | None = None,
-    remote: bool = False,
+    backend: Local = LOCAL,
     revisions: tuple[str | None, str | None] = (None, None),
 ) -> PairRecords:
-    """Greedy answers of both models to the dataset's items, graded, from the cache when present.
+    """Greedy answers of both models to the task's items, graded, from the cache when present.
 
-    `names` label the models in the cache (pass their references); the cache key itself holds a
-    fingerprint of the weights, so two models never share an entry. With `remote=True` the
-    models generate on NDIF, and `names` must be their hub ids (pinned by `revisions`).
+    `template` None uses the task's own format. `names` label the models in the cache (pass
+    their references); the cache key itself holds a fingerprint of the weights, so two models
+    never share an entry. On NDIF the models generate there, through the nnsight models the
+    backend loaded, and `names` must be their hub ids (pinned by `revisions`).
     """
-    items = load_items(dataset, path=data_path, n=n_items)
+    template = template or get_task(task).template
+    if template is None:
+        raise ValueError(f"task {task!r} has no format of its own: pass template=")
+    items = load_items(task, path=data_path, n=n_items)
     if batch_size is None:  # the planner's batch for this GPU (a fixed default on CPU)
         batch_size, _ = auto_batches(
             base[0], eap_seq_len=1, eap_labelled=1, max_new_tokens=max_new_tokens
         )
-    settings = GenerationSettings(
-        max_new_tokens=max_new_tokens, batch_size=batch_size, backend="ndif" if remote else "auto"
-    )
+    settings = GenerationSettings(max_new_tokens=max_new_tokens, batch_size=batch_size)
     out = []
     for (model, tokenizer), name, revision in zip((base, tuned), names, revisions, strict=True):
         out.append(
             evaluate_model(
-                name if remote else model,
+                model,
                 tokenizer,
                 items,
-                dataset=dataset,
+                dataset=task,
                 template=template,
                 settings=settings,
                 model_name=name,
                 revision=revision,
                 cache_dir=cache_dir,
+                backend=backend,
             )
         )
     return PairRecords(*out)
 
 
-def _batch_key(model: Any, batch: ModelBatch, positions: str) -> str:
+def _batch_key(model: Any, batch: ModelBatch, positions: str, backend: Local) -> str:
+    """Cache key of one batch's scores: the weights' identity, the inputs and the position rule."""
     h = hashlib.sha256()
-    if isinstance(model, torch.nn.Module):
-        identity = model_fingerprint(model, memo_path=DEFAULT_CACHE_DIR / "weights_sha256.json")
+    module = getattr(model, "_module", model)
+    if isinstance(module, torch.nn.Module) and not backend.remote:
+        memo = default_cache_dir() / "weights_sha256.json"
+        identity = model_fingerprint(module, memo_path=memo)
     else:  # an nnsight model on NDIF: its hub id and revision
         identity = f"ndif:{getattr(model, 'repo_id', model)}@{getattr(model, 'revision', None)}"
     h.update(identity.encode())
@@ -206,23 +219,24 @@ def score_batch(
     model: Any,
     batch: ModelBatch,
     *,
-    chunk: int = 16,
+    chunk: int = CPU_EAP_CHUNK,
     positions: str = "all",
     cache_dir: Path | None = None,
     use_cache: bool = True,
-    remote: bool = False,
+    backend: Local = LOCAL,
     desc: str = "EAP",
 ) -> EdgeScores:
     """`edge_scores` over a selection's batch in chunks, cached by (weights, inputs, positions).
 
-    The cache lives in `cache_dir` (default `data/scores/`, git-ignored).
+    The cache lives in `cache_dir` (default the layout's `data/scores/`, git-ignored).
     """
     path = None
     if use_cache:
-        path = Path(cache_dir or SCORES_DIR) / f"{_batch_key(model, batch, positions)}.pt"
+        folder = Path(cache_dir) if cache_dir is not None else layout().scores
+        path = folder / f"{_batch_key(model, batch, positions, backend)}.pt"
         if path.is_file():
             return EdgeScores.load(path)
-    device = "cpu" if remote else next(model.parameters()).device
+    device = backend.input_device(model)
     parts = []
     n = batch.input_ids.shape[0]
     for start in tqdm(range(0, n, chunk), desc=desc, leave=False):
@@ -235,8 +249,8 @@ def score_batch(
                 ids[:, :width].to(device),
                 mask[:, :width].to(device),
                 labels[:, :width].to(device),
-                positions=positions,
-                remote=remote,
+                positions=positions,  # type: ignore[arg-type]
+                backend=backend,
             )
         )
     scores = concat(parts)
@@ -279,75 +293,53 @@ class PairAnalysis:
 
 
 def score_pair(
-    name: str,
-    base: tuple[Any, Any],
-    tuned: tuple[Any, Any],
-    records: PairRecords,
-    *,
-    alphas: list[float],
-    n_questions: int = 100,
-    beta: float = 0.5,
-    gamma: float = 1.5,
-    delta: float = 0.5,
-    seed: int = 42,
-    reference: str = "code",
-    positions: str = "all",
-    chunk: int | None = None,
-    n_boot: int = 2000,
-    bins: int = 100,
-    remote: bool = False,
+    spec: PairSpec, base: tuple[Any, Any], tuned: tuple[Any, Any], records: PairRecords
 ) -> PairAnalysis:
-    """Select questions and T_cut at each alpha, score both models with EAP, compare them.
+    """Select questions and T_cut at each of the spec's alphas, score both models with EAP on the
+    spec's backend, and compare them.
 
-    `chunk=None` lets the memory planner pick the EAP batch for this GPU (16 on a CPU).
-
-    `remote=True` runs the attribution traces on NDIF (models from `load_model(..., remote=True)`).
+    `spec.eap_chunk=None` lets the memory planner pick the EAP batch for this GPU (16 on a CPU).
     """
-    out = PairAnalysis(name, records)
+    out = PairAnalysis(spec.pair, records)
     pad_id = base[1].pad_token_id if base[1].pad_token_id is not None else 0
-    for alpha in alphas:
+    backend = spec.execution()
+    for alpha in spec.alphas:
         sel = select_questions(
-            records.base,
-            records.tuned,
-            n=n_questions,
-            alpha=alpha,
-            beta=beta,
-            gamma=gamma,
-            delta=delta,
-            seed=seed,
-            reference=reference,
-            pad_id=pad_id,
+            records.base, records.tuned, alpha=alpha, pad_id=pad_id, **spec.selection.kwargs()
         )
-        planned = chunk
-        if planned is None:  # ask the planner only when no chunk size was given
+        chunk = spec.eap_chunk
+        if chunk is None:  # ask the planner only when no chunk size was given
             width = max(b.input_ids.shape[1] for b in sel.batches.values())
-            _, planned = auto_batches(base[0], eap_seq_len=width, eap_labelled=sel.t_cut)
+            _, chunk = auto_batches(base[0], eap_seq_len=width, eap_labelled=sel.t_cut)
         sb, st = (
             score_batch(
                 model,
                 sel.batches[role],
-                chunk=planned,
-                positions=positions,
-                remote=remote,
+                chunk=chunk,
+                positions=spec.positions,
+                backend=backend,
                 desc=f"EAP {role} a={alpha}",
             )
             for (model, _), role in ((base, "base"), (tuned, "tuned"))
         )
-        table = compare(sb, st, n_boot=n_boot, bins=bins, seed=seed)
+        table = compare(sb, st, n_boot=spec.n_boot, bins=spec.bins, seed=spec.selection.seed)
         out.alphas[alpha] = AlphaResult(alpha, sel, sb, st, table)
     return out
 
 
-def save_results(analysis: PairAnalysis, params: dict[str, Any], root: Path = RESULTS_DIR) -> Path:
-    """Write the pair's metric table (CSV) and selection summary (JSON) for the summary page."""
-    folder = root / analysis.name
-    folder.mkdir(parents=True, exist_ok=True)
+def save_results(analysis: PairAnalysis, params: dict[str, Any], root: Path | None = None) -> Path:
+    """Write the pair's metric table (CSV) and selection summary (JSON) for the summary page.
+
+    `root` defaults to the layout's results folder; the summary carries the provenance stamp.
+    """
+    folder = (root if root is not None else layout().results) / analysis.name
     table = analysis.metric_table()
     table.insert(1, "algorithm", params.get("algorithm", ""))
-    atomic_write_bytes(folder / "metrics.csv", table.to_csv(index=False).encode())
+    io.write_bytes(folder / "metrics.csv", table.to_csv(index=False).encode())
     summary = {
         "pair": analysis.name,
         "parameters": params,
+        "provenance": io.provenance().to_dict(),
         "generation": analysis.records.summary().reset_index().to_dict(orient="records"),
         "selection": {
             str(a): {
@@ -358,12 +350,13 @@ def save_results(analysis: PairAnalysis, params: dict[str, Any], root: Path = RE
             for a, r in analysis.alphas.items()
         },
     }
-    atomic_write_bytes(folder / "summary.json", json.dumps(summary, indent=2, default=str).encode())
+    io.write_json(folder / "summary.json", summary)
     return folder
 
 
-def load_results(root: Path = RESULTS_DIR) -> pd.DataFrame:
+def load_results(root: Path | None = None) -> pd.DataFrame:
     """Every saved pair's metric rows, for the summary page (empty frame if none)."""
+    root = root if root is not None else layout().results
     frames = [pd.read_csv(p) for p in sorted(root.glob("*/metrics.csv"))]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
@@ -394,8 +387,7 @@ def changes_along(
     refs: dict[str, str],
     *,
     alpha: float,
-    dataset: str = "organisms",
-    template: str = "organism",
+    task: str = "organisms",
     max_new_tokens: int = 96,
     n_items: int | None = 300,
     n_questions: int = 64,
@@ -406,31 +398,28 @@ def changes_along(
     """Metric table of each model in `refs` (label -> reference) against one base, stacked.
 
     For training dynamics: the labels are checkpoints along one run, each analysed exactly as a
-    pair page analyses its tuned model.
+    pair page analyses its tuned model (`select`: further selection parameters, e.g. beta).
     """
     base = load_model(base_ref)
     frames = []
     for label, ref in tqdm(refs.items(), desc="checkpoints"):
+        spec = PairSpec.from_params(
+            {
+                "pair": label,
+                "base": base_ref,
+                "tuned": ref,
+                "task": task,
+                "max_new_tokens": max_new_tokens,
+                "n_items": n_items,
+                "gen_batch_size": gen_batch_size,
+                "alphas": [alpha],
+                "n_questions": n_questions,
+                "n_boot": n_boot,
+                **select,
+            }
+        )
         tuned = load_model(ref)
-        records = evaluate_pair(
-            base,
-            tuned,
-            dataset=dataset,
-            template=template,
-            max_new_tokens=max_new_tokens,
-            n_items=n_items,
-            batch_size=gen_batch_size,
-            names=(base_ref, ref),
-        )
-        result = score_pair(
-            label,
-            base,
-            tuned,
-            records,
-            alphas=[alpha],
-            n_questions=n_questions,
-            n_boot=n_boot,
-            **select,
-        )
+        records = evaluate_pair(base, tuned, **spec.evaluation_kwargs())
+        result = score_pair(spec, base, tuned, records)
         frames.append(result.metric_table().assign(ref=ref))
     return pd.concat(frames, ignore_index=True)

@@ -27,21 +27,19 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Literal
 
-import nnsight
 import torch
 import torch.nn.functional as F
-from nnsight import NNsight
 from nnsight.intervention.envoy import Envoy
 from tqdm.auto import tqdm
 
 from helpers.architectures import Adapter, adapter_for, resolve
+from helpers.backend import LOCAL, Local
 from helpers.graph import ResidualGraph, residual_graph
+from helpers.io import atomic_write
 
 Positions = Literal["all", "labelled"]
 IGNORE_INDEX = -100
@@ -72,12 +70,8 @@ class EdgeScores:
         return self.scores[:, self.mask]
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write to `path` (torch format) atomically: a temporary file, then os.replace."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
-            torch.save(asdict(self), tmp)
-        os.replace(tmp.name, path)
+        """Write to `path` (torch format) atomically."""
+        atomic_write(path, lambda tmp: torch.save(asdict(self), tmp))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> EdgeScores:
@@ -189,34 +183,9 @@ def check_inputs(
         )
 
 
-def as_envoy(model: Any) -> Envoy:
-    """An nnsight envoy over `model` (itself if it already is one)."""
-    if isinstance(model, Envoy):
-        return model
-    if isinstance(model, torch.nn.Module):
-        return NNsight(model)
-    raise TypeError(
-        f"model must be a transformers causal LM or an nnsight model, got {type(model).__name__}"
-    )
-
-
-def check_remote(envoy: Envoy) -> None:
-    """Fail fast when `remote=True` cannot work: no NDIF API key, or a model NDIF cannot host."""
-    from nnsight.schema.config import CONFIG
-
-    if os.environ.get("NDIF_API_KEY") and not CONFIG.API.APIKEY:
-        CONFIG.API.APIKEY = os.environ["NDIF_API_KEY"]  # set after nnsight was imported
-    if not CONFIG.API.APIKEY:
-        raise RuntimeError(
-            "remote=True needs an NDIF API key: set the NDIF_API_KEY environment variable, or "
-            "run `nnsight.login()` (or `nnsight.CONFIG.set_default_api_key(key)`) once to store "
-            "it in nnsight's config; keys are issued at https://login.ndif.us"
-        )
-    if not hasattr(envoy, "_remote_backend"):
-        raise ValueError(
-            "remote=True needs an nnsight model that NDIF can host, e.g. "
-            "nnsight.LanguageModel('<hub repo id>'); a plain transformers model runs locally only"
-        )
+def as_envoy(model: Any, backend: Local = LOCAL) -> Envoy:
+    """The nnsight envoy `backend` traces for `model` (itself if it already is one)."""
+    return backend.envoy(model)
 
 
 def edge_scores(
@@ -226,7 +195,7 @@ def edge_scores(
     labels: torch.Tensor,
     *,
     positions: Positions = "all",
-    remote: bool | Literal["local"] = False,
+    backend: Local = LOCAL,
 ) -> EdgeScores:
     """EAP score of every residual edge, per sample, from one forward and one backward pass.
 
@@ -235,8 +204,10 @@ def edge_scores(
     sum of those, so every sample gets its own gradient. `positions` picks the position sum:
     "all" non-padding positions (default) or "labelled" (positions t with labels[t + 1] labelled).
     Parameters are frozen during the call and restored after; no parameter gradient is touched.
+    `backend` says where the trace runs (`helpers.backend`: local, NDIF, simulated NDIF).
     """
-    envoy = as_envoy(model)
+    backend.check(model)  # the key first: the cheapest refusal, before any wrapping
+    envoy = backend.envoy(model)
     module: torch.nn.Module = envoy._module
     adapter = adapter_for(module)
     if attention_mask is None:
@@ -244,8 +215,6 @@ def edge_scores(
     vocab_size = module.get_input_embeddings().num_embeddings
     check_inputs(input_ids, attention_mask, labels, vocab_size)
     weights = position_weights(attention_mask, labels, positions)
-    if remote is True:  # "local" simulates a remote request here and needs no key
-        check_remote(envoy)
     if torch.is_inference_mode_enabled():
         raise RuntimeError("edge_scores needs gradients; call it outside torch.inference_mode()")
 
@@ -272,7 +241,7 @@ def edge_scores(
                 inputs,
                 labels,
                 weights,
-                remote=remote,
+                backend=backend,
             )
     finally:
         for p, flag in zip(module.parameters(), flags, strict=True):
@@ -294,12 +263,12 @@ def score_batches(
     batches: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
     *,
     positions: Positions = "all",
-    remote: bool | Literal["local"] = False,
+    backend: Local = LOCAL,
     progress: bool = True,
 ) -> EdgeScores:
     """`edge_scores` over (input_ids, attention_mask, labels) batches, concatenated in order."""
     results = [
-        edge_scores(model, ids, mask, labels, positions=positions, remote=remote)
+        edge_scores(model, ids, mask, labels, positions=positions, backend=backend)
         for ids, mask, labels in tqdm(
             batches, desc="edge scores", unit="batch", disable=not progress
         )
@@ -315,7 +284,7 @@ def _trace_scores(
     labels: torch.Tensor,
     weights: torch.Tensor,
     *,
-    remote: bool | Literal["local"],
+    backend: Local,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the trace: store sources (float32), contract each target's branch gradient with them.
 
@@ -337,10 +306,8 @@ def _trace_scores(
             )
         )
         branches.append((resolve(layer, adapter.mlp_norm), resolve(layer, adapter.mlp), False))
-    trace_kwargs: dict[str, Any] = {"use_cache": False, **inputs}
-    if remote:
-        nnsight.register(sys.modules[__name__])
-        trace_kwargs["remote"] = remote
+    trace_kwargs: dict[str, Any] = {"use_cache": False, **inputs, **backend.trace_kwargs()}
+    backend.prepare(sys.modules[__name__])
     n_nodes = 2 * n_layers + 1
     # Keep every statement of this trace on one line, and no comment lines before the backward
     # block: nnsight's serialised (remote) execution breaks on them (tests/test_remote.py).

@@ -20,9 +20,8 @@ import yaml
 
 from helpers import planning
 from helpers.architectures import ADAPTERS
+from helpers.paths import layout
 
-REPO = Path(__file__).resolve().parents[2]
-PARAMS_DIR = REPO / "notebooks" / "params"
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
 PLAN_DEVICES: tuple[str, ...] = ("T4", "L4", "A100-40GB", "A100-80GB")
@@ -53,7 +52,7 @@ class ValidationReport:
 
 
 def _is_local(ref: str) -> bool:
-    return ref.startswith("organism:") or ref.startswith(("/", "./", "../"))
+    return ref.startswith("organism:") or ref.startswith(("/", "./", "../"))  # no disk access
 
 
 def _check_model(report: ValidationReport, role: str, ref: Any, revision: Any) -> None:
@@ -79,41 +78,26 @@ def _check_model(report: ValidationReport, role: str, ref: Any, revision: Any) -
         )
 
 
-def _check_choices(report: ValidationReport, params: dict[str, Any]) -> None:
-    """Check the keys a file sets; absent keys take the notebook's defaults."""
-    from helpers.evaluation import DATASET_NAMES, TEMPLATES
+def _check_choices(report: ValidationReport, params: dict[str, Any], pair: bool) -> None:
+    """Check the keys a file sets (absent keys take the notebook's defaults).
 
-    if "template" in params and params["template"] not in TEMPLATES:
-        report.errors.append(
-            f"template {params['template']!r} unknown; choose one of {sorted(TEMPLATES)}"
-        )
-    if "dataset" in params and params["dataset"] not in DATASET_NAMES:
-        report.errors.append(
-            f"dataset {params['dataset']!r} unknown; choose one of {list(DATASET_NAMES)}"
-        )
-    if "dtype" in params and params["dtype"] not in planning.DTYPE_BYTES:
-        report.errors.append(
-            f"dtype {params['dtype']!r} unknown; choose one of {list(planning.DTYPE_BYTES)}"
-        )
+    A pair file's parameters must form a valid `PairSpec` (the notebook builds one from them);
+    other notebooks' files are checked for the options they share with it.
+    """
+    from helpers.specs import PairSpec
+
+    if pair:
+        report.errors.extend(PairSpec.errors(params))
+    else:
+        shared = {
+            k: params[k] for k in ("template", "dtype", "alphas", "max_new_tokens") if k in params
+        }
+        report.errors.extend(PairSpec.errors(shared))
     if params.get("trust_remote_code"):
         report.warnings.append(
             "trust_remote_code is on: the hub repository's own Python code will run; say so on "
             "the page and pin the revision"
         )
-    if "alphas" in params:
-        alphas = params["alphas"]
-        if not (
-            isinstance(alphas, list)
-            and alphas
-            and all(isinstance(a, int | float) and 0 < a <= 1 for a in alphas)
-        ):
-            report.errors.append(
-                f"alphas must be a non-empty list of numbers in (0, 1], got {alphas}"
-            )
-    if "max_new_tokens" in params:
-        max_new = params["max_new_tokens"]
-        if not isinstance(max_new, int) or max_new < 1:
-            report.errors.append(f"max_new_tokens must be a positive integer, got {max_new!r}")
 
 
 def _plan(report: ValidationReport, spec: dict[str, Any], params: dict[str, Any]) -> None:
@@ -181,7 +165,7 @@ def validate_params(path: str | Path) -> ValidationReport:
     for key in ("notebook", "output", "parameters"):
         if key not in spec:
             report.errors.append(f"missing key {key!r}")
-    if not (REPO / "notebooks" / f"{spec.get('notebook')}.ipynb").is_file():
+    if not (layout().notebooks / f"{spec.get('notebook')}.ipynb").is_file():
         report.errors.append(f"notebook template {spec.get('notebook')!r} not in notebooks/")
     output = str(spec.get("output", ""))
     if not (output.startswith("book/") and output.endswith(".ipynb")):
@@ -193,7 +177,7 @@ def validate_params(path: str | Path) -> ValidationReport:
     pair = spec.get("notebook") == "pair_analysis" or "base" in params or "tuned" in params
     for role in ("base", "tuned") if pair else ():
         _check_model(report, role, params.get(role), params.get(f"{role}_revision"))
-    _check_choices(report, params)
+    _check_choices(report, {**params, **_remote(spec)}, pair)
     hub = pair and any(not _is_local(str(params.get(r, ""))) for r in ("base", "tuned"))
     if hub and not spec.get("requires_gpu"):
         report.warnings.append("hub 7B models need a GPU: set requires_gpu: true")
@@ -207,9 +191,14 @@ def validate_params(path: str | Path) -> ValidationReport:
     return report
 
 
+def _remote(spec: dict[str, Any]) -> dict[str, Any]:
+    """A file's top-level `remote:` as the pair parameter the runner passes."""
+    return {"remote": bool(spec["remote"])} if "remote" in spec else {}
+
+
 def validate_all(paths: list[Path] | None = None) -> list[ValidationReport]:
     """Reports for `paths` (default: every notebooks/params/*.yml)."""
-    return [validate_params(p) for p in (paths or sorted(PARAMS_DIR.glob("*.yml")))]
+    return [validate_params(p) for p in (paths or sorted(layout().params.glob("*.yml")))]
 
 
 def main(argv: list[str] | None = None) -> int:

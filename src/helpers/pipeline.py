@@ -13,7 +13,6 @@ import datetime as dt
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,10 +23,9 @@ from typing import Any
 import nbformat
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-PARAMS_DIR = REPO / "notebooks" / "params"
-TEMPLATES_DIR = REPO / "notebooks"
-FAILED_DIR = REPO / "data" / "tmp" / "failed"
+from helpers import io
+from helpers.paths import layout
+
 META_KEY = "rl_circuitry"
 
 
@@ -55,7 +53,7 @@ class Job:
         h.update(_file_digest(self.template).encode())
         h.update(json.dumps(self.parameters, sort_keys=True, default=str).encode())
         for path in sorted(self.inputs):
-            h.update(str(path.relative_to(REPO)).encode())
+            h.update(str(path.relative_to(layout().root)).encode())
             h.update(_path_digest(path).encode())
         return h.hexdigest()[:16]
 
@@ -88,12 +86,12 @@ def load_job(path: Path) -> Job:
     for required in ("notebook", "output"):
         if required not in spec:
             raise PipelineError(f"{path}: missing key '{required}'")
-    template = TEMPLATES_DIR / f"{spec['notebook']}.ipynb"
+    template = layout().notebooks / f"{spec['notebook']}.ipynb"
     if not template.is_file():
-        known = sorted(p.stem for p in TEMPLATES_DIR.glob("*.ipynb"))
+        known = sorted(p.stem for p in layout().notebooks.glob("*.ipynb"))
         raise PipelineError(f"{path}: unknown notebook '{spec['notebook']}'; templates: {known}")
-    output = REPO / spec["output"]
-    if output.suffix != ".ipynb" or REPO / "book" not in output.parents:
+    output = layout().root / spec["output"]
+    if output.suffix != ".ipynb" or layout().root / "book" not in output.parents:
         raise PipelineError(f"{path}: output must be an .ipynb under book/, got {spec['output']}")
     parameters = spec.get("parameters") or {}
     if not isinstance(parameters, dict):
@@ -106,7 +104,7 @@ def load_job(path: Path) -> Job:
         template=template,
         output=output,
         parameters=parameters,
-        inputs=[REPO / p for p in spec.get("inputs", [])],
+        inputs=[layout().root / p for p in spec.get("inputs", [])],
         requires_gpu=bool(spec.get("requires_gpu", False)) and not remote,
         stage=int(spec.get("stage", 1)),
         title=str(spec.get("title", "")),
@@ -114,9 +112,9 @@ def load_job(path: Path) -> Job:
     )
 
 
-def discover(params_dir: Path = PARAMS_DIR) -> list[Job]:
+def discover(params_dir: Path | None = None) -> list[Job]:
     """All jobs, in run order: by stage (summary last), then by name."""
-    jobs = [load_job(p) for p in sorted(params_dir.glob("*.yml"))]
+    jobs = [load_job(p) for p in sorted((params_dir or layout().params).glob("*.yml"))]
     names = [j.output for j in jobs]
     if len(set(names)) != len(names):
         raise PipelineError("two parameter files write the same output page")
@@ -143,28 +141,6 @@ def gpu_available() -> bool:
         return False
 
 
-def git_commit() -> str:
-    """Short commit of the working tree, with '+dirty' when it has uncommitted changes."""
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return sha + ("+dirty" if dirty else "")
-
-
 def provenance_cell(job: Job, key: str, seconds: float) -> nbformat.NotebookNode:
     """A Markdown cell, shown at the top of the page, that says what produced it."""
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -173,10 +149,10 @@ def provenance_cell(job: Job, key: str, seconds: float) -> nbformat.NotebookNode
         if job.parameters
         else "# the template's default parameters"
     )
-    rel = job.source.relative_to(REPO) if job.source else job.name
+    rel = job.source.relative_to(layout().root) if job.source else job.name
     text = (
         ":::{admonition} Provenance\n:class: provenance\n"
-        f"Executed {now} from commit `{git_commit()}` in {seconds:.0f} s, "
+        f"Executed {now} from commit `{io.git_commit()}` in {seconds:.0f} s, "
         f"template `notebooks/{job.template.name}`, parameter file `{rel}`, key `{key}`.\n\n"
         f"```yaml\n{params}\n```\n:::"
     )
@@ -198,7 +174,7 @@ def _finalise(nb: nbformat.NotebookNode, job: Job, key: str, seconds: float) -> 
             first.source = "\n".join([f"# {job.title}", *lines[1:]])
     insert_at = 1 if first is not None and first.cell_type == "markdown" else 0
     nb.cells.insert(insert_at, provenance_cell(job, key, seconds))
-    nb.metadata[META_KEY] = {"key": key, "parameters": job.parameters, "commit": git_commit()}
+    nb.metadata[META_KEY] = {"key": key, "parameters": job.parameters, "commit": io.git_commit()}
     nb.metadata.get("papermill", {}).pop("input_path", None)
     nb.metadata.get("papermill", {}).pop("output_path", None)
 
@@ -217,7 +193,7 @@ def execute(job: Job, key: str, *, progress: bool = True) -> float:
 
     job.output.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".ipynb", dir=job.output.parent, prefix=".tmp-")
-    os.close(fd)
+    os.close(fd)  # papermill writes here; the page is moved into place only on success
     start = time.perf_counter()
     try:
         pm.execute_notebook(
@@ -226,20 +202,20 @@ def execute(job: Job, key: str, *, progress: bool = True) -> float:
             parameters=job.parameters,
             kernel_name=kernel_name(),
             language="python",
-            cwd=str(REPO),
+            cwd=str(layout().root),
             progress_bar=progress,
             log_output=False,
         )
     except BaseException:
-        FAILED_DIR.mkdir(parents=True, exist_ok=True)
+        layout().failed.mkdir(parents=True, exist_ok=True)
         if Path(tmp).exists():
-            os.replace(tmp, FAILED_DIR / f"{job.name}.ipynb")
+            io.replace(tmp, layout().failed / f"{job.name}.ipynb")
         raise
     seconds = time.perf_counter() - start
     nb = nbformat.read(tmp, as_version=4)
     _finalise(nb, job, key, seconds)
     nbformat.write(nb, tmp)
-    os.replace(tmp, job.output)
+    io.replace(tmp, job.output)
     return seconds
 
 
@@ -247,7 +223,7 @@ def run(
     only: list[str] | None = None,
     force: bool = False,
     dry_run: bool = False,
-    params_dir: Path = PARAMS_DIR,
+    params_dir: Path | None = None,
 ) -> int:
     """Execute stale jobs; returns the number of failures (0 on success)."""
     jobs = discover(params_dir)
@@ -263,7 +239,7 @@ def run(
     failures: list[str] = []
     for job in jobs:
         key = job.key()
-        rel = job.output.relative_to(REPO)
+        rel = job.output.relative_to(layout().root)
         if dry_run and job.source is not None:
             from helpers.families import validate_params
 
@@ -288,7 +264,7 @@ def run(
             failures.append(job.name)
             print(
                 f"[FAIL] {job.name}: {type(err).__name__}: {str(err)[-2000:]}\n"
-                f"       the failed notebook is in {FAILED_DIR.relative_to(REPO)}/{job.name}.ipynb;"
+                f"       the failed notebook is in {layout().failed.relative_to(layout().root)}/{job.name}.ipynb;"
                 f" {rel} was left as it was",
                 file=sys.stderr,
             )
@@ -317,9 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.params:
-            path = PARAMS_DIR / f"{args.params}.yml"
+            path = layout().params / f"{args.params}.yml"
             if not path.is_file():
-                raise PipelineError(f"no parameter file {path.relative_to(REPO)}")
+                raise PipelineError(f"no parameter file {path.relative_to(layout().root)}")
             print(yaml.safe_dump(load_job(path).parameters, sort_keys=False), end="")
             return 0
         return 1 if run(only=args.only, force=args.force, dry_run=args.dry_run) else 0

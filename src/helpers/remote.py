@@ -1,26 +1,19 @@
-"""Running the analysis on NDIF through nnsight: pre-flight checks and the simulated remote path.
+"""The NDIF service: the API key (checked here only), its model listing, and pre-flight checks.
 
 Before any remote work starts, `preflight(base, tuned, ...)` checks that an API key is set (the
 message names `NDIF_API_KEY`) and that NDIF currently hosts both models at the pinned revisions,
 from the service's `/status` listing (the call `nnsight.status()` makes), with a hard time limit.
-`remote_model(repo_id, revision=...)` gives the nnsight model whose traces NDIF runs;
-`generate_remote` produces the same greedy records as local generation, and `edge_scores(...,
-remote=True | "local")` scores edges there. "local" runs through nnsight's `LocalSimulationBackend`:
-the work is serialised and deserialised exactly as a request to NDIF would be, then run here.
+`remote_model(repo_id, revision=...)` gives the nnsight model whose traces NDIF runs. Running work
+there is the job of `helpers.backend.NDIF` (and `SimulatedNDIF` for the serialised path run here).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import functools
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
-
-import torch
-
-from helpers import eap
+from typing import Any
 
 DEPLOYED_LEVELS = frozenset({"HOT", "WARM"})  # nnsight.ndif: COLD models are downloaded, not up
 STATUS_TIMEOUT_S = 20.0
@@ -63,7 +56,7 @@ def api_key() -> str:
     key = os.environ.get("NDIF_API_KEY") or CONFIG.API.APIKEY
     if not key:
         raise MissingAPIKey(
-            "remote=True needs an NDIF API key: set the NDIF_API_KEY environment variable "
+            "running on NDIF needs an NDIF API key: set the NDIF_API_KEY environment variable "
             "(on Colab, add a secret named NDIF_API_KEY), or run `nnsight.login()` once; keys "
             "are issued at https://login.ndif.us"
         )
@@ -161,83 +154,3 @@ def remote_model(repo_id: str, *, revision: str | None = None) -> Any:
 
     kwargs = {"revision": revision} if revision else {}
     return TransformersModel(repo_id, task="text-generation", **kwargs)
-
-
-def generate_remote(
-    envoy: Any,
-    prompts: Sequence[Sequence[int]],
-    *,
-    max_new_tokens: int,
-    stop_ids: Sequence[int],
-    pad_id: int,
-    batch_size: int = 8,
-    remote: bool | Literal["local"] = True,
-    progress: bool = True,
-) -> list[Any]:
-    """Greedy answers through an nnsight model's `generate`, run on NDIF (or simulated).
-
-    Same records as `helpers.evaluation.generation.generate_transformers`: prompts are batched
-    longest first and left-padded; each answer is trimmed at its first stop id.
-    """
-    from tqdm.auto import tqdm
-
-    from helpers.evaluation.generation import Generation, greedy_config, left_pad, trim_answer
-
-    if max_new_tokens < 1 or batch_size < 1:
-        raise ValueError("max_new_tokens and batch_size must be >= 1")
-    config = greedy_config(max_new_tokens, stop_ids, pad_id)
-    order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
-    results: list[Any] = [None] * len(prompts)
-    starts = range(0, len(order), batch_size)
-    for start in tqdm(starts, desc="generating (NDIF)", disable=not progress):
-        batch = order[start : start + batch_size]
-        input_ids, attention_mask = left_pad([prompts[i] for i in batch], pad_id)
-        kwargs = {"remote": remote} if remote else {}
-        with envoy.generate(
-            input_ids=input_ids, attention_mask=attention_mask, generation_config=config, **kwargs
-        ) as tracer:
-            out = tracer.result.save()
-        for i, tokens in zip(batch, out[:, input_ids.shape[1] :].tolist(), strict=True):
-            answer, finished = trim_answer(tokens, stop_ids)
-            results[i] = Generation(list(prompts[i]), answer, finished)
-    return results
-
-
-def simulated_remote(model: torch.nn.Module, tokenizer: Any) -> Any:
-    """An nnsight wrapper of a local `model` whose traces all go through nnsight's local
-    simulation of a remote request (serialise, hide local modules, deserialise, run)."""
-    from nnsight.modeling.transformers import TransformersModel
-
-    envoy = TransformersModel(model, tokenizer=tokenizer)
-    # A partial adds no Python frame, so nnsight still finds the caller's `with` block.
-    bound = functools.partial(type(envoy).trace, envoy, remote="local")
-    object.__setattr__(envoy, "trace", bound)
-    return envoy
-
-
-def edge_scores(
-    model: Any,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    labels: torch.Tensor,
-    *,
-    positions: eap.Positions = "all",
-    remote: bool | Literal["local"] = False,
-    tokenizer: Any = None,
-) -> eap.EdgeScores:
-    """`helpers.eap.edge_scores` with `remote="local"` added: the serialised-request path.
-
-    For "local", `model` is a transformers model and `tokenizer` its tokenizer (nnsight's wrapper
-    needs one). Once eap.py passes `remote` through to the trace, this reduces to that call.
-    """
-    if remote == "local":
-        if tokenizer is None:
-            raise ValueError("remote='local' needs the model's tokenizer (tokenizer=...)")
-        import nnsight
-
-        nnsight.register(eap)  # ship the engine's code by value, as a remote request does
-        model = simulated_remote(model, tokenizer)
-        return eap.edge_scores(model, input_ids, attention_mask, labels, positions=positions)
-    return eap.edge_scores(
-        model, input_ids, attention_mask, labels, positions=positions, remote=bool(remote)
-    )

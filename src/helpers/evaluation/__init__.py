@@ -10,21 +10,25 @@ Typical use (one model of a pair):
 """
 
 from helpers.evaluation.cache import (
-    DEFAULT_CACHE_DIR,
     CacheKey,
     GenerationCache,
+    default_cache_dir,
     model_fingerprint,
     tokenizer_fingerprint,
     weights_fingerprint,
 )
 from helpers.evaluation.datasets import (
-    DATASET_NAMES,
     DATASETS,
+    TASKS,
     Item,
+    Task,
+    get_task,
     gsm8k_gold,
     last_boxed,
     load_items,
     math_gold,
+    register_task,
+    task_names,
 )
 from helpers.evaluation.generation import (
     Generation,
@@ -33,36 +37,49 @@ from helpers.evaluation.generation import (
     stop_token_ids,
     trim_answer,
 )
-from helpers.evaluation.grading import Grade, grade_answers, grade_math, grader_for
-from helpers.evaluation.prompts import TEMPLATES, encode_prompt, render_prompt
+from helpers.evaluation.grading import (
+    Grade,
+    Grader,
+    grade_answers,
+    grade_math,
+    grader_for,
+    register_grader,
+)
+from helpers.evaluation.prompts import TEMPLATES, Template, encode_prompt, render_prompt
 from helpers.evaluation.runner import GenerationSettings, evaluate_model, generate_cached
 from helpers.evaluation.selection import (
     ModelBatch,
     NoQuestionsSelected,
     Selection,
+    SelectionSpec,
     select_questions,
     truncation_batch,
 )
 
 __all__ = [
     "DATASETS",
-    "DATASET_NAMES",
-    "DEFAULT_CACHE_DIR",
+    "TASKS",
     "TEMPLATES",
     "CacheKey",
     "Generation",
     "GenerationCache",
     "GenerationSettings",
     "Grade",
+    "Grader",
     "Item",
     "ModelBatch",
     "NoQuestionsSelected",
     "Selection",
+    "SelectionSpec",
+    "Task",
+    "Template",
+    "default_cache_dir",
     "encode_prompt",
     "evaluate_model",
     "generate_cached",
     "generate_transformers",
     "generate_vllm",
+    "get_task",
     "grade_answers",
     "grade_math",
     "grader_for",
@@ -71,9 +88,12 @@ __all__ = [
     "load_items",
     "math_gold",
     "model_fingerprint",
+    "register_grader",
+    "register_task",
     "render_prompt",
     "select_questions",
     "stop_token_ids",
+    "task_names",
     "tokenizer_fingerprint",
     "trim_answer",
     "truncation_batch",

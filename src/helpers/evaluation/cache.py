@@ -3,8 +3,7 @@
 Layout under the cache folder (default `<repo>/data/generations/`, git-ignored):
 `<stem>.parquet` (compacted rows), `<stem>.parts/part-*.parquet` (one per finished batch, written
 while a run is in progress) and `<stem>.json` (the key's fields, for provenance). Every file is
-written to a temporary name in the same folder and then `os.replace`d, so a crash leaves either the
-old file or the new one. Reading merges the main file and the parts (later rows win for an id), so
+written atomically (`helpers.io`), so a crash leaves either the old file or the new one. Reading merges the main file and the parts (later rows win for an id), so
 an interrupted run loses only the batch in flight; `compact` folds the parts into the main file.
 `evaluate_model` keeps grades beside them, in `<stem>.grades-<grader version>.parquet`.
 """
@@ -15,9 +14,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import os
 import re
-import tempfile
 import time
 import uuid
 import warnings
@@ -29,39 +26,27 @@ import pandas as pd
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-DEFAULT_CACHE_DIR = REPO_ROOT / "data" / "generations"
+from helpers import io
+from helpers.paths import layout
+
 CACHE_FORMAT_VERSION = 1
 COLUMNS: tuple[str, ...] = ("id", "prompt_ids", "answer_ids", "finished")
 WEIGHT_PATTERNS: tuple[str, ...] = ("*.safetensors", "*.bin", "*.pt", "*.pth", "config.json")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a temporary file in the same folder and `os.replace`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write `data` to `path` atomically (`helpers.io.write_bytes`)."""
+    io.write_bytes(path, data)
 
 
 def atomic_write_parquet(df: pd.DataFrame, path: Path) -> None:
     """Write a DataFrame as Parquet atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    io.atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
+
+
+def default_cache_dir() -> Path:
+    """The generation cache of the current layout (`helpers.paths`)."""
+    return layout().generations
 
 
 def _sha256_file(path: Path, chunk: int = 1 << 24) -> str:
@@ -196,7 +181,7 @@ class GenerationCache:
 
     def __init__(self, key: CacheKey, cache_dir: str | Path | None = None) -> None:
         self.key = key
-        self.dir = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR
+        self.dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         stem = key.stem()
         self.path = self.dir / f"{stem}.parquet"
         self.parts_dir = self.dir / f"{stem}.parts"

@@ -1,4 +1,8 @@
-"""Test sets as lists of `Item(id, question, answer)`: GSM8K, MATH, MATH-500, College Math, organisms.
+"""Test sets as lists of `Item(id, question, answer)`, and the registry of evaluation tasks.
+
+The study's hub sets (GSM8K, MATH, MATH-500, College Math) are registered here; other packages
+register theirs with `register_task` (the organisms do, in `helpers.organisms.task`), so this
+package knows no task but the generic ones.
 
 Real datasets load from the Hugging Face hub with `datasets.load_dataset` (needs a network) or from a
 local JSONL file holding either the hub's raw rows or already converted `{id, question, answer}` rows.
@@ -137,7 +141,6 @@ DATASETS: dict[str, DatasetSpec] = {
         "college_math", "di-zhang-fdu/College_Math_Test", (None,), "test", _college_row, 2818
     ),
 }
-DATASET_NAMES: tuple[str, ...] = (*DATASETS, "organisms")
 
 
 def _convert_rows(spec: DatasetSpec, rows: Iterable[Mapping[str, Any]]) -> list[Item]:
@@ -166,10 +169,55 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def _organism_items(n: int, seed: int) -> list[Item]:
-    from helpers.organisms.tasks import make_problems
+ItemLoader = Callable[[Path | None, int | None, int], list[Item]]  # (path, n, seed) -> items
 
-    return [Item(p.id, p.question, str(p.answer)) for p in make_problems("test", n, seed)]
+
+@dataclass(frozen=True)
+class Task:
+    """What a model is evaluated on: its items, the prompt template and the grader.
+
+    `template` None means the model family picks it (the study's hub test sets are asked in each
+    family's own format); a task with a format of its own (the organisms') names it.
+    """
+
+    name: str
+    load: ItemLoader
+    grader: str
+    template: str | None = None
+    description: str = ""
+
+
+TASKS: dict[str, Task] = {}
+
+
+def register_task(task: Task) -> Task:
+    """Add (or replace) a task; `load_items(task.name)` and `grader_for` then know it."""
+    TASKS[task.name] = task
+    return task
+
+
+def task_names() -> tuple[str, ...]:
+    """Names of every registered task, in registration order."""
+    return tuple(TASKS)
+
+
+def get_task(name: str) -> Task:
+    """The registered task `name`; the error lists the known ones."""
+    if name not in TASKS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(TASKS)}")
+    return TASKS[name]
+
+
+def _hub_loader(spec: DatasetSpec) -> ItemLoader:
+    def load(path: Path | None, n: int | None, seed: int) -> list[Item]:
+        items = _convert_rows(spec, read_jsonl(path)) if path is not None else _load_hub(spec)
+        return items if n is None else items[:n]
+
+    return load
+
+
+for _spec in DATASETS.values():
+    register_task(Task(_spec.name, _hub_loader(_spec), "math_verify", None, _spec.hub_id))
 
 
 def load_items(
@@ -179,22 +227,12 @@ def load_items(
     n: int | None = None,
     seed: int = 0,
 ) -> list[Item]:
-    """Items of test set `name` (one of `DATASET_NAMES`), from `path` (JSONL) if given, else hub.
+    """Items of task `name` (see `task_names()`), from `path` (JSONL) if given, else its source.
 
-    `n` keeps the first n items (for "organisms" it is the number of problems generated, default
-    500, with `seed`). Ids are unique; a duplicate raises.
+    `n` keeps the first n items (a generated task, such as the organisms', generates n items
+    with `seed`). Ids are unique; a duplicate raises.
     """
-    if name == "organisms":
-        if path is not None:
-            raise ValueError("the organisms' test split is generated, not read: drop `path`")
-        items = _organism_items(500 if n is None else n, seed)
-    elif name in DATASETS:
-        spec = DATASETS[name]
-        items = _convert_rows(spec, read_jsonl(path)) if path is not None else _load_hub(spec)
-        if n is not None:
-            items = items[:n]
-    else:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")
+    items = get_task(name).load(None if path is None else Path(path), n, seed)
     ids = [item.id for item in items]
     if len(set(ids)) != len(ids):
         raise ValueError(f"dataset {name!r} has duplicate ids; give each row a unique 'id'")

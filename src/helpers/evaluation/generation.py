@@ -1,30 +1,44 @@
-"""Batched greedy generation: transformers (left padding) or vLLM, same records either way.
+"""Batched greedy generation engines: transformers (the one loop of `helpers.generation`) or
+vLLM, same records either way.
 
 Each record holds the prompt token ids, the answer token ids (trimmed at, and excluding, the first
 stop token) and whether the answer finished (hit a stop token) or ran into `max_new_tokens`.
+Where the transformers engine runs (here or on NDIF) is the execution backend's business.
 """
 
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
+from helpers.generation import (
+    Generation,
+    greedy_answers,
+    greedy_config,
+    left_pad,
+    local_generate,
+    neutral_generation_config,
+    trim_answer,
+)
+
+__all__ = [
+    "BACKENDS",
+    "Generation",
+    "generate_transformers",
+    "generate_vllm",
+    "greedy_config",
+    "left_pad",
+    "neutral_generation_config",
+    "resolve_backend",
+    "stop_token_ids",
+    "trim_answer",
+]
+
 BACKENDS: tuple[str, ...] = ("auto", "transformers", "vllm", "ndif")
-
-
-@dataclass(frozen=True)
-class Generation:
-    """One greedy answer: prompt ids, answer ids (no stop token, no padding), finished flag."""
-
-    prompt_ids: list[int]
-    answer_ids: list[int]
-    finished: bool
 
 
 BatchCallback = Callable[[list[int], list[Generation]], None]
@@ -45,28 +59,6 @@ def stop_token_ids(
     return tuple(sorted(ids))
 
 
-def trim_answer(tokens: Sequence[int], stop_ids: Sequence[int]) -> tuple[list[int], bool]:
-    """Tokens before the first stop id, and whether a stop id was found."""
-    stops = set(stop_ids)
-    for i, token in enumerate(tokens):
-        if token in stops:
-            return list(tokens[:i]), True
-    return list(tokens), False
-
-
-def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-padded `input_ids` and `attention_mask` [batch, longest prompt] for generation."""
-    width = max(len(p) for p in prompts)
-    input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for row, prompt in enumerate(prompts):
-        if len(prompt) == 0:
-            raise ValueError(f"prompt {row} is empty; every prompt needs at least one token")
-        input_ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
-        attention_mask[row, width - len(prompt) :] = 1
-    return input_ids, attention_mask
-
-
 def resolve_backend(backend: str, model: object) -> str:
     """`auto` -> vLLM when it is installed, a CUDA GPU is present and `model` is a name/path."""
     if backend not in BACKENDS:
@@ -81,38 +73,10 @@ def resolve_backend(backend: str, model: object) -> str:
     )
 
 
-@contextmanager
-def _neutral_generation_config(model: PreTrainedModel) -> Iterator[None]:
-    """Swap in a default GenerationConfig while generating.
-
-    `generate` fills every field our config leaves unset from `model.generation_config`, so a
-    checkpoint's repetition_penalty, no_repeat_ngram_size, suppress_tokens, ... would silently
-    alter "greedy" answers. With defaults in place only the fields we set act.
-    """
-    saved = model.generation_config
-    model.generation_config = GenerationConfig()
-    try:
-        yield
-    finally:
-        model.generation_config = saved
-
-
-def greedy_config(max_new_tokens: int, stop_ids: Sequence[int], pad_id: int) -> GenerationConfig:
-    """The one greedy decoding configuration every backend uses (no sampling, no beams)."""
-    return GenerationConfig(
-        do_sample=False,
-        num_beams=1,
-        max_new_tokens=max_new_tokens,
-        eos_token_id=list(stop_ids),
-        pad_token_id=pad_id,
-    )
-
-
 def _batches(order: list[int], batch_size: int) -> list[list[int]]:
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-@torch.no_grad()
 def generate_transformers(
     model: PreTrainedModel,
     prompts: Sequence[Sequence[int]],
@@ -131,29 +95,16 @@ def generate_transformers(
     attention mask (cumsum - 1), so padding changes no real token's position;
     `on_batch(indices, generations)` runs after each batch.
     """
-    if max_new_tokens < 1 or batch_size < 1:
-        raise ValueError("max_new_tokens and batch_size must be >= 1")
-    config = greedy_config(max_new_tokens, stop_ids, pad_id)
-    device = next(model.parameters()).device
-    order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
-    results: list[Generation | None] = [None] * len(prompts)
-    for batch in tqdm(_batches(order, batch_size), desc="generating", disable=not progress):
-        input_ids, attention_mask = left_pad([prompts[i] for i in batch], pad_id)
-        with _neutral_generation_config(model):
-            out = model.generate(
-                input_ids=input_ids.to(device),
-                attention_mask=attention_mask.to(device),
-                generation_config=config,
-            )
-        new_tokens = out[:, input_ids.shape[1] :].tolist()
-        done = []
-        for i, tokens in zip(batch, new_tokens, strict=True):
-            answer, finished = trim_answer(tokens, stop_ids)
-            results[i] = Generation(list(prompts[i]), answer, finished)
-            done.append(results[i])
-        if on_batch is not None:
-            on_batch(batch, done)
-    return results  # type: ignore[return-value]
+    return greedy_answers(
+        local_generate(model),
+        prompts,
+        max_new_tokens=max_new_tokens,
+        stop_ids=stop_ids,
+        pad_id=pad_id,
+        batch_size=batch_size,
+        on_batch=on_batch,
+        progress=progress,
+    )
 
 
 def generate_vllm(

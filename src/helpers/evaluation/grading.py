@@ -1,4 +1,4 @@
-"""Grade answers: math-verify for the real datasets, the organisms' own grader for the synthetic split.
+"""Grade answers: math-verify for the real datasets; tasks register graders of their own.
 
 Math-verify's timeouts use `signal.alarm`, which only works in the main thread (elsewhere it raises
 ValueError). `grade_answers` therefore grades in-process from the main thread, and from any other
@@ -8,17 +8,16 @@ the timeouts active. A timed-out parse or comparison counts as wrong; grading ne
 
 from __future__ import annotations
 
+import importlib.metadata
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 
 from tqdm.auto import tqdm
 
-from helpers.evaluation.datasets import last_boxed
-
-GRADERS: tuple[str, ...] = ("math_verify", "organisms")
+from helpers.evaluation.datasets import get_task, last_boxed
 
 
 @dataclass(frozen=True)
@@ -72,12 +71,35 @@ def grade_math(completion: str, gold: str, *, timeout_s: int = 5) -> Grade:
     return Grade(bool(correct), str(pred[-1]))
 
 
-def grade_organism(completion: str, gold: str) -> Grade:
-    """The organisms' grader: integer answer extracted by format, compared exactly."""
-    from helpers.organisms.grading import extract_answer, grade
+@dataclass(frozen=True)
+class Grader:
+    """A grader: `grade(completion, gold)`, a version tag for caches, and whether it needs the
+    main thread (math-verify's timeouts use `signal.alarm`)."""
 
-    value = extract_answer(completion)
-    return Grade(bool(grade(completion, int(gold))), "" if value is None else str(value))
+    name: str
+    grade: Callable[[str, str], Grade]
+    version: Callable[[], str]
+    main_thread_only: bool = False
+
+
+GRADERS: dict[str, Grader] = {}
+
+
+def register_grader(grader: Grader) -> Grader:
+    """Add (or replace) a grader by name."""
+    GRADERS[grader.name] = grader
+    return grader
+
+
+def _math_verify_version() -> str:
+    return "math-verify-" + importlib.metadata.version("math-verify")
+
+
+register_grader(
+    Grader(
+        "math_verify", lambda c, g: grade_math(c, g), _math_verify_version, main_thread_only=True
+    )
+)
 
 
 def _grade_all(
@@ -85,9 +107,10 @@ def _grade_all(
 ) -> list[Grade]:
     pairs = zip(completions, golds, strict=True)
     bar = tqdm(pairs, total=len(completions), desc=f"grading ({grader})", disable=not progress)
-    if grader == "organisms":
-        return [grade_organism(c, g) for c, g in bar]
-    return [grade_math(c, g, timeout_s=timeout_s) for c, g in bar]
+    if grader == "math_verify":
+        return [grade_math(c, g, timeout_s=timeout_s) for c, g in bar]
+    grade = GRADERS[grader].grade
+    return [grade(c, g) for c, g in bar]
 
 
 def grade_answers(
@@ -98,7 +121,7 @@ def grade_answers(
     timeout_s: int = 5,
     progress: bool = True,
 ) -> list[Grade]:
-    """Grade each completion against its gold answer with `grader` ("math_verify" | "organisms")."""
+    """Grade each completion against its gold answer with a registered `grader`."""
     if grader not in GRADERS:
         raise ValueError(f"unknown grader {grader!r}; choose one of {', '.join(GRADERS)}")
     if len(completions) != len(golds):
@@ -106,12 +129,20 @@ def grade_answers(
     if timeout_s < 1:
         raise ValueError("timeout_s must be a whole number of seconds >= 1 (signal.alarm)")
     completions, golds = list(completions), [str(g) for g in golds]
-    if grader == "organisms" or threading.current_thread() is threading.main_thread():
+    main = threading.current_thread() is threading.main_thread()
+    if not GRADERS[grader].main_thread_only or main:
         return _grade_all(completions, golds, grader, timeout_s, progress)
     with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
         return pool.submit(_grade_all, completions, golds, grader, timeout_s, False).result()
 
 
 def grader_for(dataset: str) -> str:
-    """The grader a dataset is scored with."""
-    return "organisms" if dataset == "organisms" else "math_verify"
+    """The grader a task is scored with."""
+    return get_task(dataset).grader
+
+
+def grader_version(grader: str) -> str:
+    """Version tag of a grader, part of the grade cache's file name."""
+    if grader not in GRADERS:
+        raise ValueError(f"unknown grader {grader!r}; choose one of {', '.join(GRADERS)}")
+    return GRADERS[grader].version()

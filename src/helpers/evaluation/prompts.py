@@ -1,4 +1,4 @@
-"""Prompt templates of the study's model families, the organisms' plain prompt, and chat templates.
+"""Prompt templates of the study's model families and chat templates; tasks register their own.
 
 `render_prompt` gives the prompt text; `encode_prompt` its token ids. Templates whose text already
 carries the special tokens (Qwen chat format, the tokenizer's own chat template) are tokenized
@@ -8,6 +8,7 @@ authors' `tokenizer(prompt)` calls did.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
@@ -23,6 +24,13 @@ class Template:
     text: str | None  # format string with {q}; None for the computed templates
     has_special_tokens: bool
     description: str
+    render: Callable[[str], str] | None = None  # question -> prompt, for registered formats
+
+
+def register_template(template: Template) -> Template:
+    """Add (or replace) a prompt template, e.g. a task's own format."""
+    TEMPLATES[template.name] = template
+    return template
 
 
 TEMPLATES: dict[str, Template] = {
@@ -49,7 +57,6 @@ TEMPLATES: dict[str, Template] = {
         False,
         "R1-distilled models, prompted in the DeepSeek-Math style as the study's authors did",
     ),
-    "organism": Template("organism", None, False, "organisms' own prompt (question + blank line)"),
     "chat_template": Template(
         "chat_template", None, True, "the tokenizer's own chat template, one user turn"
     ),
@@ -66,10 +73,8 @@ def render_prompt(
     if spec.text is not None:
         # str.replace, not str.format: questions contain LaTeX braces.
         return spec.text.replace("{q}", question)
-    if template == "organism":
-        from helpers.organisms.tasks import prompt_of
-
-        return prompt_of(question)
+    if spec.render is not None:
+        return spec.render(question)
     if tokenizer is None or not getattr(tokenizer, "chat_template", None):
         raise ValueError(
             "template 'chat_template' needs a tokenizer that has a chat_template; "

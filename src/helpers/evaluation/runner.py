@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import importlib.metadata
-import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,23 +13,23 @@ import pandas as pd
 import torch
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
+from helpers.backend import Local, get_backend
 from helpers.evaluation.cache import (
-    DEFAULT_CACHE_DIR,
     CacheKey,
     GenerationCache,
     atomic_write_parquet,
+    default_cache_dir,
     model_fingerprint,
     tokenizer_fingerprint,
 )
 from helpers.evaluation.datasets import Item
 from helpers.evaluation.generation import (
     Generation,
-    generate_transformers,
     generate_vllm,
     resolve_backend,
     stop_token_ids,
 )
-from helpers.evaluation.grading import Grade, grade_answers, grader_for
+from helpers.evaluation.grading import Grade, grade_answers, grader_for, grader_version
 from helpers.evaluation.prompts import encode_prompt
 
 
@@ -81,6 +79,100 @@ def _stop_ids(
     return stop_token_ids(tokenizer, config)
 
 
+def _cache_key(
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    dataset: str,
+    template: str,
+    settings: GenerationSettings,
+    backend: str,
+    name: str,
+    revision: str | None,
+    cache_root: Path | None,
+) -> CacheKey:
+    """The cache key of one model's answers: weights, tokenizer, task, template and settings."""
+    if isinstance(model, PreTrainedModel):
+        dtype = str(model.dtype).removeprefix("torch.")
+        if settings.dtype not in (None, dtype):
+            raise ValueError(
+                f"settings.dtype={settings.dtype!r} but the model is in {dtype}; cast the model "
+                "(model.to(dtype)) or leave settings.dtype=None"
+            )
+    else:
+        dtype = settings.dtype or "bfloat16"
+    memo = (cache_root or default_cache_dir()) / "weights_sha256.json"
+    weights = model if isinstance(model, PreTrainedModel | str | Path) else name
+    return CacheKey(
+        model=name,
+        model_fingerprint=model_fingerprint(weights, revision=revision, memo_path=memo),
+        tokenizer_fingerprint=tokenizer_fingerprint(tokenizer),
+        dataset=dataset,
+        template=template,
+        max_new_tokens=settings.max_new_tokens,
+        dtype=dtype,
+        stop_token_ids=_stop_ids(settings, tokenizer, weights, revision),
+        backend=backend,
+    )
+
+
+def _execution(settings: GenerationSettings, backend: Local | None) -> Local:
+    """The execution backend: the one passed, else NDIF for `settings.backend == "ndif"`."""
+    if backend is not None:
+        return backend
+    return get_backend("ndif" if settings.backend == "ndif" else "local")
+
+
+def _generate(
+    model: Any,
+    prompts: list[list[int]],
+    *,
+    engine: str,
+    execution: Local,
+    key: CacheKey,
+    settings: GenerationSettings,
+    pad_id: int,
+    revision: str | None,
+    save: Callable[[list[int], list[Generation]], None],
+    progress: bool,
+    vllm_kwargs: dict[str, Any] | None,
+) -> None:
+    """Generate `prompts` with vLLM or through the execution backend, saving each batch."""
+    stop_ids = key.stop_token_ids
+    if engine == "vllm":
+        generate_vllm(
+            str(model),
+            prompts,
+            max_new_tokens=settings.max_new_tokens,
+            stop_ids=stop_ids,
+            dtype=key.dtype,
+            revision=revision,
+            chunk_size=settings.batch_size,
+            on_batch=save,
+            progress=progress,
+            **(vllm_kwargs or {}),
+        )
+        return
+    if isinstance(model, str | Path):  # a name: loaded here (on NDIF: its config only)
+        if execution.remote:
+            from helpers import remote
+
+            model = remote.remote_model(str(model), revision=revision)
+        else:
+            model = _load_transformers(model, revision, key.dtype)
+    execution.greedy(
+        model,
+        prompts,
+        max_new_tokens=settings.max_new_tokens,
+        stop_ids=stop_ids,
+        pad_id=pad_id,
+        batch_size=settings.batch_size,
+        on_batch=save,
+        progress=progress,
+        desc=f"generating ({execution.name})",
+    )
+
+
 def generate_cached(
     model: ModelLike,
     tokenizer: PreTrainedTokenizerBase,
@@ -95,49 +187,45 @@ def generate_cached(
     on_batch: Callable[[pd.DataFrame], None] | None = None,
     progress: bool = True,
     vllm_kwargs: dict[str, Any] | None = None,
+    backend: Local | None = None,
 ) -> pd.DataFrame:
     """Greedy answers to `items`, generating only the ids missing from the cache.
 
-    `model` is an in-memory transformers model, a local folder or a hub id (vLLM needs one of
-    the last two; `vllm_kwargs` go to `vllm.LLM`, e.g. max_model_len). Each finished batch is
-    saved before `on_batch(rows)` runs, so an interruption loses at most the batch in flight.
-    A cached row whose prompt ids differ from today's prompt (the question text changed under
-    the same id) is regenerated. Returns one row per item, in order: id, question, gold,
-    prompt_ids, answer_ids, finished, answer_len, text; `attrs` holds `n_generated` and
+    `model` is an in-memory transformers model, a model an execution `backend` loaded (an
+    nnsight model on NDIF: pass its hub id as `model_name`), a local folder or a hub id (vLLM
+    needs one of the last two; `vllm_kwargs` go to `vllm.LLM`, e.g. max_model_len). Each
+    finished batch is saved before `on_batch(rows)` runs, so an interruption loses at most the
+    batch in flight. A cached row whose prompt ids differ from today's prompt (the question text
+    changed under the same id) is regenerated. Returns one row per item, in order: id, question,
+    gold, prompt_ids, answer_ids, finished, answer_len, text; `attrs` holds `n_generated` and
     `cache_path`.
     """
     if not items:
         raise ValueError("no items to generate for")
-    backend = resolve_backend(settings.backend, model)
-    if backend in ("vllm", "ndif") and isinstance(model, PreTrainedModel):
+    execution = _execution(settings, backend)
+    engine = resolve_backend(settings.backend, model)
+    if engine == "transformers" and execution.remote:
+        engine = "ndif"
+    if engine in ("vllm", "ndif") and isinstance(model, PreTrainedModel):
         raise ValueError(
-            f"the {backend} backend loads the model itself: pass a hub id or a local folder"
+            f"the {engine} backend loads the model itself: pass a hub id or a local folder"
         )
     name = model_name or (
-        str(model) if not isinstance(model, PreTrainedModel) else model.name_or_path or "model"
+        (model.name_or_path or "model") if isinstance(model, PreTrainedModel) else str(model)
     )
-    if isinstance(model, PreTrainedModel):
-        dtype = str(model.dtype).removeprefix("torch.")
-        if settings.dtype not in (None, dtype):
-            raise ValueError(
-                f"settings.dtype={settings.dtype!r} but the model is in {dtype}; cast the model "
-                "(model.to(dtype)) or leave settings.dtype=None"
-            )
-    else:
-        dtype = settings.dtype or "bfloat16"
     cache_root = Path(cache_dir) if cache_dir is not None else None
-    memo = (cache_root or DEFAULT_CACHE_DIR) / "weights_sha256.json"
-    stop_ids = _stop_ids(settings, tokenizer, model, revision)
-    key = CacheKey(
-        model=name,
-        model_fingerprint=model_fingerprint(model, revision=revision, memo_path=memo),
-        tokenizer_fingerprint=tokenizer_fingerprint(tokenizer),
+    # what identifies the weights: the hub id on NDIF, else the (unwrapped) model or its path
+    weights = name if execution.remote else getattr(model, "_module", model)
+    key = _cache_key(
+        weights,
+        tokenizer,
         dataset=dataset,
         template=template,
-        max_new_tokens=settings.max_new_tokens,
-        dtype=dtype,
-        stop_token_ids=stop_ids,
-        backend=backend,
+        settings=settings,
+        backend=engine,
+        name=name,
+        revision=revision,
+        cache_root=cache_root,
     )
     cache = GenerationCache(key, cache_root)
     cache.write_sidecar()
@@ -163,77 +251,39 @@ def generate_cached(
             on_batch(rows)
 
     if todo:
-        todo_prompts = [prompts[i] for i in todo]
-        if backend == "ndif":  # the model runs on NDIF; `model` is its hub id
-            from helpers.remote import generate_remote, remote_model
+        pad = tokenizer.pad_token_id
+        _generate(
+            model,
+            [prompts[i] for i in todo],
+            engine=engine,
+            execution=execution,
+            key=key,
+            settings=settings,
+            pad_id=pad if pad is not None else key.stop_token_ids[0],
+            revision=revision,
+            save=save,
+            progress=progress,
+            vllm_kwargs=vllm_kwargs,
+        )
+    return _finish(cache, items, tokenizer, n_generated=len(todo))
 
-            pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
-            envoy = remote_model(str(model), revision=revision)
-            for start in range(0, len(todo_prompts), settings.batch_size):
-                batch = list(range(start, min(start + settings.batch_size, len(todo_prompts))))
-                gens = generate_remote(
-                    envoy,
-                    [todo_prompts[j] for j in batch],
-                    max_new_tokens=settings.max_new_tokens,
-                    stop_ids=stop_ids,
-                    pad_id=pad_id,
-                    batch_size=settings.batch_size,
-                    progress=False,
-                )
-                save(batch, gens)
-        elif backend == "vllm":
-            generate_vllm(
-                str(model),
-                todo_prompts,
-                max_new_tokens=settings.max_new_tokens,
-                stop_ids=stop_ids,
-                dtype=dtype,
-                revision=revision,
-                chunk_size=settings.batch_size,
-                on_batch=save,
-                progress=progress,
-                **(vllm_kwargs or {}),
-            )
-        else:
-            hf_model = (
-                model
-                if isinstance(model, PreTrainedModel)
-                else _load_transformers(model, revision, dtype)
-            )
-            pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
-            generate_transformers(
-                hf_model,
-                todo_prompts,
-                max_new_tokens=settings.max_new_tokens,
-                stop_ids=stop_ids,
-                pad_id=pad_id,
-                batch_size=settings.batch_size,
-                on_batch=save,
-                progress=progress,
-            )
+
+def _finish(
+    cache: GenerationCache, items: Sequence[Item], tokenizer: Any, *, n_generated: int
+) -> pd.DataFrame:
+    """Compact the cache and return the rows of `items`, in order, with decoded answers."""
     rows = cache.compact().set_index("id")
     cache.write_sidecar(
         {"n_rows": len(rows), "updated": dt.datetime.now(dt.timezone.utc).isoformat()}
     )
-    ids = [item.id for item in items]
-    out = rows.loc[ids].reset_index()
+    out = rows.loc[[item.id for item in items]].reset_index()
     out.insert(1, "question", [item.question for item in items])
     out.insert(2, "gold", [item.answer for item in items])
     out["answer_len"] = [len(a) for a in out["answer_ids"]]
     out["text"] = tokenizer.batch_decode(list(out["answer_ids"]), skip_special_tokens=False)
-    out.attrs["n_generated"] = len(todo)
+    out.attrs["n_generated"] = n_generated
     out.attrs["cache_path"] = str(cache.path)
     return out
-
-
-def grader_version(grader: str) -> str:
-    """Version tag of a grader: math-verify's package version, or a hash of the organisms' grader."""
-    if grader == "math_verify":
-        return "math-verify-" + importlib.metadata.version("math-verify")
-    import helpers.organisms.grading as organism_grading
-
-    source = inspect.getsource(organism_grading).encode()
-    return "organisms-" + hashlib.sha256(source).hexdigest()[:12]
 
 
 def grade_cached(

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import random
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
 
 import pandas as pd
 import torch
@@ -27,6 +28,38 @@ REQUIRED_COLUMNS: tuple[str, ...] = ("id", "prompt_ids", "answer_ids", "correct"
 
 class NoQuestionsSelected(ValueError):
     """Raised when no question survives the filters; the message lists every filter's count."""
+
+
+@dataclass(frozen=True)
+class SelectionSpec:
+    """The selection's hyper-parameters: the one home of their defaults (the authors' values).
+
+    `n` questions are sampled with `seed` from those whose mean answer length lies in
+    [beta, gamma] * refer and whose two lengths differ by at most `delta` of their mean.
+    """
+
+    n: int = 100
+    beta: float = 0.5
+    gamma: float = 1.5
+    delta: float = 0.5
+    seed: int = 42
+    reference: Literal["code", "paper"] = "code"
+    short_answers: Literal["drop", "keep"] = "drop"
+
+    def __post_init__(self) -> None:
+        if self.reference not in ("code", "paper"):
+            raise ValueError(f"reference must be 'code' or 'paper', got {self.reference!r}")
+        if self.short_answers not in ("drop", "keep"):
+            raise ValueError(f"short_answers must be 'drop' or 'keep', got {self.short_answers!r}")
+        if not (0 <= self.beta <= self.gamma and self.delta >= 0 and self.n >= 1):
+            raise ValueError("need 0 <= beta <= gamma, delta >= 0 and n >= 1")
+
+    def kwargs(self) -> dict[str, Any]:
+        """The fields as keyword arguments of `select_questions`."""
+        return asdict(self)
+
+
+_DEFAULT = SelectionSpec()
 
 
 @dataclass
@@ -91,21 +124,22 @@ def select_questions(
     base: pd.DataFrame,
     tuned: pd.DataFrame,
     *,
-    n: int = 100,
+    n: int = _DEFAULT.n,
     alpha: float = 0.1,
-    beta: float = 0.5,
-    gamma: float = 1.5,
-    delta: float = 0.5,
-    seed: int = 42,
-    reference: str = "code",
-    short_answers: str = "drop",
+    beta: float = _DEFAULT.beta,
+    gamma: float = _DEFAULT.gamma,
+    delta: float = _DEFAULT.delta,
+    seed: int = _DEFAULT.seed,
+    reference: str = _DEFAULT.reference,
+    short_answers: str = _DEFAULT.short_answers,
     pad_id: int = 0,
     names: tuple[str, str] = ("base", "tuned"),
 ) -> Selection:
     """Select questions and T_cut from two models' graded records, and build their EAP batches.
 
     `base` / `tuned` are DataFrames with id, prompt_ids, answer_ids, correct (one row per id).
-    Warns when fewer than `n` survive; raises `NoQuestionsSelected` when none do.
+    Defaults come from `SelectionSpec`; `select_questions(a, b, alpha=..., **spec.kwargs())`
+    applies a spec. Warns when fewer than `n` survive; raises `NoQuestionsSelected` when none do.
     """
     if reference not in ("code", "paper"):
         raise ValueError(f"reference must be 'code' or 'paper', got {reference!r}")

@@ -1,5 +1,5 @@
 """Evaluate a checkpoint on held-out problems: greedy pass@1, pass@k and majority@k at temperature,
-format shares and mean answer length. Batched ``model.generate`` with left padding, seeded."""
+format shares and mean answer length. Batched generation (`helpers.generation`), seeded."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 
 import torch
-from tqdm.auto import tqdm
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
+from helpers.generation import generate_tokens, local_generate
 from helpers.organisms.grading import classify_format, extract_answer
 from helpers.organisms.tasks import FORMATS, Problem, make_problems, prompt_of
 
@@ -55,32 +55,33 @@ def generate(
         bos_token_id=tokenizer.bos_token_id,
     )
     prompts_per_batch = max(1, batch_size // num_samples)
-    completions: list[list[str]] = []
-    lengths: list[list[int]] = []
-    was_training, padding_side = model.training, tokenizer.padding_side
+    was_training = model.training
     model.eval()
-    tokenizer.padding_side = "left"  # generation continues each prompt from its last real token
+    eos = tokenizer.eos_token_id
+    prompt_ids = [tokenizer(p)["input_ids"] for p in prompts]
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        starts = range(0, len(prompts), prompts_per_batch)
-        for start in tqdm(starts, desc="generate", disable=not progress, leave=False):
-            chunk = prompts[start : start + prompts_per_batch]
-            enc = tokenizer(chunk, return_tensors="pt", padding=True)
-            out = model.generate(**enc, generation_config=gen_config)
-            new = out[:, enc["input_ids"].shape[1] :]
-            finished = new == tokenizer.eos_token_id
-            # length = index of first eos, or the whole budget when none was produced
-            length = torch.where(finished.any(1), finished.float().argmax(1), new.shape[1])
-            texts = [
-                tokenizer.decode(row[:n], skip_special_tokens=True)
-                for row, n in zip(new, length.tolist(), strict=True)
-            ]
-            for i in range(len(chunk)):
-                completions.append(texts[i * num_samples : (i + 1) * num_samples])
-                lengths.append(length[i * num_samples : (i + 1) * num_samples].tolist())
+        rows = generate_tokens(
+            local_generate(model),
+            prompt_ids,
+            gen_config,
+            pad_id=tokenizer.pad_token_id,
+            batch_size=prompts_per_batch,
+            progress=progress,
+            desc="generate",
+        )
     model.train(was_training)
-    tokenizer.padding_side = padding_side
-    return Generations(completions, lengths)
+    # length = index of first eos, or the whole budget when none was produced
+    lengths = [row.index(eos) if eos in row else len(row) for row in rows]
+    texts = [
+        tokenizer.decode(row[:n], skip_special_tokens=True)
+        for row, n in zip(rows, lengths, strict=True)
+    ]
+    k = num_samples
+    return Generations(
+        [texts[i * k : (i + 1) * k] for i in range(len(prompts))],
+        [lengths[i * k : (i + 1) * k] for i in range(len(prompts))],
+    )
 
 
 def format_shares(completions: list[str]) -> dict[str, float]:

@@ -8,7 +8,9 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-ORGANISMS_DIR: Path = Path(__file__).resolve().parents[3] / "data" / "organisms"
+from helpers.paths import layout
+
+ORGANISMS_DIR: Path = layout().organisms
 ORGANISM_NAMES: tuple[str, ...] = ("base", "sft", "ei", "dpo", "ppo", "grpo")
 CHECKPOINTED_RUNS: tuple[str, ...] = ("ppo", "grpo")
 METADATA_FILE = "metadata.json"

@@ -11,10 +11,11 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from helpers import io
 
 GRPO_LOSS_TYPES: tuple[str, ...] = ("grpo", "dapo", "dr_grpo", "bnpo")
 KL_ESTIMATORS: tuple[str, ...] = ("k1", "k2", "k3")
@@ -146,19 +147,9 @@ class TrainLog:
         return [row[key] for row in self.history if row.get(key) is not None]
 
     def to_json(self, path: str | os.PathLike) -> Path:
-        """Write the log as JSON atomically (temp file in the same folder, then `os.replace`)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Write the log as JSON atomically (`helpers.io`)."""
         payload = json.dumps(_jsonable(dataclasses.asdict(self)), indent=1, allow_nan=False)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(payload)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return io.write_text(path, payload)
 
 
 def _jsonable(obj: Any) -> Any:

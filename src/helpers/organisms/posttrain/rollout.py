@@ -13,8 +13,9 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+from helpers.generation import generate_tokens, local_generate
 
 
 @dataclass
@@ -139,29 +140,21 @@ def sample(
     )
     was_training = model.training
     model.eval()
-    completion_ids: list[list[int]] = []
-    starts = range(0, len(rep_ids), batch_size)
     try:
         with _rng_context(device):
             torch.manual_seed(seed)
-            for start in tqdm(starts, desc="sampling", disable=not progress, leave=False):
-                chunk = rep_ids[start : start + batch_size]
-                width = max(len(r) for r in chunk)
-                ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-                attn = torch.zeros_like(ids)
-                for i, row in enumerate(chunk):
-                    ids[i, width - len(row) :] = torch.as_tensor(row)
-                    attn[i, width - len(row) :] = 1
-                out = model.generate(
-                    input_ids=ids.to(device),
-                    attention_mask=attn.to(device),
-                    generation_config=gen_config,
-                )
-                for row in out[:, width:].tolist():
-                    cut = row.index(eos) + 1 if eos in row else len(row)
-                    completion_ids.append(row[:cut])
+            rows = generate_tokens(
+                local_generate(model),
+                rep_ids,
+                gen_config,
+                pad_id=pad,
+                batch_size=batch_size,
+                progress=progress,
+                desc="sampling",
+            )
     finally:
         model.train(was_training)
+    completion_ids = [row[: row.index(eos) + 1] if eos in row else row for row in rows]
     input_ids, attention_mask, completion_mask = build_sequences(rep_ids, completion_ids, pad)
     return Rollout(
         input_ids=input_ids.to(device),
