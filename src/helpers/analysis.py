@@ -117,9 +117,16 @@ def load_pair(spec: PairSpec) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
             base_revision=spec.base_revision,
             tuned_revision=spec.tuned_revision,
         )
-    kwargs = {"dtype": spec.dtype, "trust_remote_code": spec.trust_remote_code, "backend": backend}
-    base = load_model(spec.base, revision=spec.base_revision, **kwargs)
-    tuned = load_model(spec.tuned, revision=spec.tuned_revision, **kwargs)
+    base, tuned = (
+        load_model(
+            ref,
+            revision=revision,
+            dtype=spec.dtype,
+            trust_remote_code=spec.trust_remote_code,
+            backend=backend,
+        )
+        for ref, revision in ((spec.base, spec.base_revision), (spec.tuned, spec.tuned_revision))
+    )
     return base, tuned
 
 
@@ -380,6 +387,49 @@ def selection_table(analysis: PairAnalysis) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows).set_index("alpha")
+
+
+def checkpoint_changes(
+    checkpoints: pd.DataFrame, *, base_ref: str = "organism:base", **kwargs: Any
+) -> pd.DataFrame:
+    """`changes_along` for every checkpoint after step 0 of each run in `checkpoints` (columns
+    run, step, ref, as `reporting.checkpoint_table` gives), labelled with run and step."""
+    frames = []
+    for run, rows in checkpoints[checkpoints["step"] > 0].groupby("run", sort=False):
+        refs = {f"{run}/step {s}": ref for s, ref in zip(rows["step"], rows["ref"], strict=True)}
+        table = changes_along(base_ref, refs, **kwargs)
+        steps = dict(zip(refs.values(), rows["step"], strict=True))
+        frames.append(table.assign(run=run, step=table["ref"].map(steps).astype(int)))
+    return pd.concat(frames, ignore_index=True)
+
+
+def model_records(
+    model: Any,
+    tokenizer: Any,
+    *,
+    task: str,
+    max_new_tokens: int,
+    n_items: int | None = None,
+    name: str | None = None,
+    batch_size: int | None = None,
+) -> pd.DataFrame:
+    """Graded greedy answers of one model to a task, at the planner's batch size for this GPU."""
+    if batch_size is None:
+        batch_size, _ = auto_batches(
+            model, eap_seq_len=1, eap_labelled=1, max_new_tokens=max_new_tokens
+        )
+    template = get_task(task).template
+    if template is None:
+        raise ValueError(f"task {task!r} has no format of its own; use evaluate_model(template=)")
+    return evaluate_model(
+        model,
+        tokenizer,
+        load_items(task, n=n_items),
+        dataset=task,
+        template=template,
+        settings=GenerationSettings(max_new_tokens=max_new_tokens, batch_size=batch_size),
+        model_name=name,
+    )
 
 
 def changes_along(

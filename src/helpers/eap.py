@@ -212,7 +212,7 @@ def edge_scores(
     adapter = adapter_for(module)
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
-    vocab_size = module.get_input_embeddings().num_embeddings
+    vocab_size = int(module.get_input_embeddings().num_embeddings)  # type: ignore[operator]
     check_inputs(input_ids, attention_mask, labels, vocab_size)
     weights = position_weights(attention_mask, labels, positions)
     if torch.is_inference_mode_enabled():
@@ -339,6 +339,6 @@ def _trace_scores(
                 grad = branch_inputs[target].grad.to(sources.device, torch.float32)
                 column = torch.bmm(sources[:, : target + 1], grad.reshape(batch, -1, 1))
                 scores[:, : target + 1, target] = column.squeeze(-1)
-        scores = scores.neg_().save()
-        loss = loss.detach().float().save()
+        scores = scores.neg_().save()  # type: ignore[attr-defined]  # nnsight adds .save
+        loss = loss.detach().float().save()  # type: ignore[attr-defined]
     return scores, loss

@@ -89,9 +89,8 @@ def _check_choices(report: ValidationReport, params: dict[str, Any], pair: bool)
     if pair:
         report.errors.extend(PairSpec.errors(params))
     else:
-        shared = {
-            k: params[k] for k in ("template", "dtype", "alphas", "max_new_tokens") if k in params
-        }
+        keys = ("template", "dtype", "alphas", "max_new_tokens")
+        shared: dict[str, Any] = {k: params[k] for k in keys if k in params}
         report.errors.extend(PairSpec.errors(shared))
     if params.get("trust_remote_code"):
         report.warnings.append(

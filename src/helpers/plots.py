@@ -22,15 +22,16 @@ def relative_change_heatmap(base: Any, tuned: Any, *, title: str = "", clip: flo
     """Per-edge relative change of mean |W| (tuned vs base), sources x targets; absent edges blank."""
     b, t = M.as_score_set(base), M.as_score_set(tuned)
     rel = M.relative_change(b, t)
+    targets, sources = list(b.targets or ()), list(b.sources or ())
     finite = rel[np.isfinite(rel)]
     lim = min(clip, float(np.nanmax(np.abs(finite)))) if finite.size else clip
     lim = lim if lim > 0 else 1.0
-    fig, ax = plt.subplots(figsize=(0.45 * len(b.targets) + 3.5, 0.4 * len(b.sources) + 2))
+    fig, ax = plt.subplots(figsize=(0.45 * len(targets) + 3.5, 0.4 * len(sources) + 2))
     norm = TwoSlopeNorm(vmin=-lim, vcenter=0.0, vmax=lim)
     shown = np.ma.masked_invalid(np.clip(rel, -lim, lim))
     im = ax.imshow(shown, cmap="RdBu_r", norm=norm, aspect="auto", interpolation="nearest")
-    ax.set_xticks(range(len(b.targets)), b.targets, rotation=90, fontsize=7)
-    ax.set_yticks(range(len(b.sources)), b.sources, fontsize=7)
+    ax.set_xticks(range(len(targets)), targets, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(sources)), sources, fontsize=7)
     ax.set_xlabel("target node (reads the residual stream)")
     ax.set_ylabel("source node (writes the residual stream)")
     ax.grid(False)
@@ -91,7 +92,7 @@ def intensity_by_layer(base: Any, tuned: Any, *, labels: Sequence[str] = ("base"
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), sharey=True)
     for ax, by in zip(axes, ("source_layer", "target_layer"), strict=True):
         for x, label, color in zip((base, tuned), labels, BASE_TUNED, strict=True):
-            prof = M.intensity_profile(x, by=by)
+            prof = M.intensity_profile(x, by=by)  # type: ignore[arg-type]  # a literal pair
             ax.plot(prof.index, prof.values, marker="o", color=color, label=label)
         ax.set_xlabel(by.replace("_", " ") + " (emb = -1, logits = L)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -79,6 +79,12 @@ class PairSpec:
         return cls(**_split(params))
 
     @classmethod
+    def from_namespace(cls, namespace: Mapping[str, Any]) -> PairSpec:
+        """The spec of a notebook's parameters: the names in `namespace` (its `globals()`) that
+        are pair parameters; everything else there is ignored."""
+        return cls.from_params({k: v for k, v in namespace.items() if k in parameter_names()})
+
+    @classmethod
     def errors(cls, params: Mapping[str, Any]) -> list[str]:
         """What is wrong with `params` as a pair spec (empty when it is valid)."""
         try:
@@ -221,6 +227,7 @@ def check_fields(spec: PairSpec) -> list[str]:
     return [problem for check in CHECKS.values() if (problem := check(spec))]
 
 
-def spec_fields() -> list[str]:
-    """Field names of a pair spec (for documentation and tests)."""
-    return [f.name for f in dataclasses.fields(PairSpec)]
+def parameter_names() -> set[str]:
+    """Every flat parameter name `PairSpec.from_params` accepts."""
+    names = {f.name for f in dataclasses.fields(PairSpec)} - {"selection"}
+    return names | set(SELECTION_KEYS) | set(ALIASES)

@@ -23,6 +23,7 @@ values; set-level metrics (information complexity, diversity) have none.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -226,9 +227,12 @@ def compare(
             )
     else:
         b_range = t_range = (float(hist_range[0]), float(hist_range[1]))
-    opts = {"bins": bins, "edges": edges, "use_abs_diversity": use_abs_diversity}
-    pb = _prepare(b, hist_range=b_range, **opts)
-    pt = _prepare(t, hist_range=t_range, **opts)
+    pb = _prepare(
+        b, hist_range=b_range, bins=bins, edges=edges, use_abs_diversity=use_abs_diversity
+    )
+    pt = _prepare(
+        t, hist_range=t_range, bins=bins, edges=edges, use_abs_diversity=use_abs_diversity
+    )
 
     m = multiplicities(resample_indices(b.n_samples, n_boot, seed), b.n_samples)
     eb, et = _point_and_boot(pb, m), _point_and_boot(pt, m)
@@ -283,3 +287,40 @@ def compare(
         }
     )
     return table
+
+
+def binning_sensitivity(
+    base: Any,
+    tuned: Any,
+    *,
+    bins: Sequence[int] = (20, 100, 500),
+    n_boot: int = 200,
+    seed: int = 0,
+    metrics: Sequence[str] = ("information_complexity", "kurtosis"),
+) -> pd.DataFrame:
+    """Relative change of the histogram-dependent metrics under each binning convention.
+
+    One row per (edges: real | dense, range: shared | separate, bins): whether a conclusion
+    survives the choices a histogram entropy depends on. Columns "<metric> change".
+    """
+    rows = []
+    edge_sets: tuple[M.Edges, ...] = ("real", "dense")
+    ranges: tuple[Literal["shared", "separate"], ...] = ("shared", "separate")
+    for edges in edge_sets:
+        for hist_range in ranges:
+            for b in bins:
+                t = compare(
+                    base,
+                    tuned,
+                    n_boot=n_boot,
+                    bins=b,
+                    hist_range=hist_range,
+                    edges=edges,
+                    seed=seed,
+                ).set_index("metric")
+                row: dict[str, Any] = {"edges": edges, "range": hist_range, "bins": b}
+                for metric in metrics:
+                    label = "complexity" if metric == "information_complexity" else metric
+                    row[f"{label} change"] = t.loc[metric, "rel_change"]
+                rows.append(row)
+    return pd.DataFrame(rows)

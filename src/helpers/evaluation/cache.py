@@ -24,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from helpers import io
 from helpers.paths import layout
@@ -97,7 +97,7 @@ def state_dict_fingerprint(model: torch.nn.Module) -> str:
 
 
 def model_fingerprint(
-    model: PreTrainedModel | str | Path,
+    model: torch.nn.Module | str | Path,
     *,
     revision: str | None = None,
     memo_path: Path | None = None,
@@ -115,7 +115,7 @@ def model_fingerprint(
             )
         return f"{model}@{revision or 'main'}"
     name = str(getattr(model, "name_or_path", "") or "")
-    commit = getattr(model.config, "_commit_hash", None)
+    commit = getattr(getattr(model, "config", None), "_commit_hash", None)
     if name and Path(name).is_dir():
         return "sha256:" + weights_fingerprint(name, memo_path=memo_path)
     if name and commit:

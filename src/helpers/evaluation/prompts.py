@@ -81,7 +81,8 @@ def render_prompt(
             "pass the tokenizer or pick a fixed template"
         )
     messages = [{"role": "user", "content": question}]
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return str(text)
 
 
 def encode_prompt(template: str, question: str, tokenizer: PreTrainedTokenizerBase) -> list[int]:

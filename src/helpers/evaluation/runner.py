@@ -59,7 +59,8 @@ def _load_transformers(model: str | Path, revision: str | None, dtype: str) -> P
     loaded = AutoModelForCausalLM.from_pretrained(
         str(model), revision=revision, dtype=getattr(torch, dtype)
     )
-    return loaded.to("cuda" if torch.cuda.is_available() else "cpu").eval()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return loaded.to(device).eval()  # type: ignore[arg-type]  # transformers' stub of .to
 
 
 def _stop_ids(
@@ -73,7 +74,7 @@ def _stop_ids(
     if isinstance(model, PreTrainedModel):
         return stop_token_ids(tokenizer, model.generation_config)
     try:
-        config = GenerationConfig.from_pretrained(str(model), revision=revision)
+        config = GenerationConfig.from_pretrained(str(model), revision=revision or "main")
     except OSError:  # no generation_config.json: the tokenizer's EOS alone
         config = None
     return stop_token_ids(tokenizer, config)
