@@ -75,6 +75,16 @@ class Local:
         """(model, tokenizer) of `ref` (see `load_local` for the keyword arguments)."""
         return load_local(ref, **kwargs)
 
+    def from_name(self, name: str, *, revision: str | None, dtype: str) -> Any:
+        """The model of a hub id or folder for generation (weights loaded as stored, no tokenizer)."""
+        from transformers import AutoModelForCausalLM
+
+        loaded = AutoModelForCausalLM.from_pretrained(
+            name, revision=revision, dtype=getattr(torch, dtype)
+        )
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        return loaded.to(device).eval()  # type: ignore[arg-type]  # transformers' stub of .to
+
     def envoy(self, model: Any) -> Any:
         """The nnsight wrapper EAP traces (the model itself when it already is one)."""
         from nnsight import NNsight
@@ -138,6 +148,12 @@ class NDIF(Local):
         tokenizer = AutoTokenizer.from_pretrained(ref, revision=revision)
         return remote_model(ref, revision=revision), tokenizer
 
+    def from_name(self, name: str, *, revision: str | None, dtype: str) -> Any:
+        """nnsight's wrapper of the hub model (its config only; the weights stay on NDIF)."""
+        from helpers import remote
+
+        return remote.remote_model(name, revision=revision)
+
     def envoy(self, model: Any) -> Any:
         if not hasattr(model, "_remote_backend"):
             raise ValueError(
@@ -191,6 +207,11 @@ class SimulatedNDIF(NDIF):
 
     def trace_flag(self) -> Any:
         return "local"
+
+    def from_name(self, name: str, *, revision: str | None, dtype: str) -> Any:
+        raise ValueError(
+            "the ndif-local backend needs the model with its tokenizer: pass backend.load(ref)[0]"
+        )
 
     def load(self, ref: str, **kwargs: Any) -> tuple[Any, Any]:
         model, tokenizer = load_local(ref, **kwargs)

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from helpers.backend import Local, get_backend
@@ -51,16 +50,6 @@ class GenerationSettings:
 
 
 ModelLike = PreTrainedModel | str | Path
-
-
-def _load_transformers(model: str | Path, revision: str | None, dtype: str) -> PreTrainedModel:
-    from transformers import AutoModelForCausalLM
-
-    loaded = AutoModelForCausalLM.from_pretrained(
-        str(model), revision=revision, dtype=getattr(torch, dtype)
-    )
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    return loaded.to(device).eval()  # type: ignore[arg-type]  # transformers' stub of .to
 
 
 def _stop_ids(
@@ -154,13 +143,8 @@ def _generate(
             **(vllm_kwargs or {}),
         )
         return
-    if isinstance(model, str | Path):  # a name: loaded here (on NDIF: its config only)
-        if execution.remote:
-            from helpers import remote
-
-            model = remote.remote_model(str(model), revision=revision)
-        else:
-            model = _load_transformers(model, revision, key.dtype)
+    if isinstance(model, str | Path):  # a name: the backend loads it (on NDIF: its config only)
+        model = execution.from_name(str(model), revision=revision, dtype=key.dtype)
     execution.greedy(
         model,
         prompts,
@@ -208,9 +192,7 @@ def generate_cached(
     if engine == "transformers" and execution.remote:
         engine = "ndif"
     if engine in ("vllm", "ndif") and isinstance(model, PreTrainedModel):
-        raise ValueError(
-            f"the {engine} backend loads the model itself: pass a hub id or a local folder"
-        )
+        raise ValueError(f"the {engine} backend loads the model itself: pass a hub id or a folder")
     name = model_name or (
         (model.name_or_path or "model") if isinstance(model, PreTrainedModel) else str(model)
     )
@@ -231,12 +213,7 @@ def generate_cached(
     cache = GenerationCache(key, cache_root)
     cache.write_sidecar()
     prompts = [encode_prompt(template, item.question, tokenizer) for item in items]
-    cached = cache.load().set_index("id")
-    todo = [
-        i
-        for i, item in enumerate(items)
-        if item.id not in cached.index or list(cached.at[item.id, "prompt_ids"]) != prompts[i]
-    ]
+    todo = _missing(cache, items, prompts)
 
     def save(batch: list[int], gens: list[Generation]) -> None:
         rows = pd.DataFrame(
@@ -267,6 +244,16 @@ def generate_cached(
             vllm_kwargs=vllm_kwargs,
         )
     return _finish(cache, items, tokenizer, n_generated=len(todo))
+
+
+def _missing(cache: GenerationCache, items: Sequence[Item], prompts: list[list[int]]) -> list[int]:
+    """Indices of the items the cache lacks, or holds for another prompt (the question changed)."""
+    cached = cache.load().set_index("id")
+    return [
+        i
+        for i, item in enumerate(items)
+        if item.id not in cached.index or list(cached.at[item.id, "prompt_ids"]) != prompts[i]
+    ]
 
 
 def _finish(
