@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import torch
 
 from helpers import generation as gen
+from helpers import plugins
 
 # prefix -> loader(name, dtype) -> (model, tokenizer); the organisms register "organism:"
 ModelSource = Callable[[str, torch.dtype], tuple[Any, Any]]
@@ -33,6 +34,7 @@ def is_local_ref(ref: str) -> bool:
     """Whether `ref` names a model of a registered source or a folder (not a hub id)."""
     import os
 
+    plugins.load()
     return any(ref.startswith(p) for p in SOURCES) or os.path.exists(ref)
 
 
@@ -52,6 +54,7 @@ def load_local(
 
     torch_dtype = getattr(torch, dtype)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    plugins.load()
     prefix = next((p for p in SOURCES if ref.startswith(p)), None)
     if prefix is not None:
         model, tokenizer = SOURCES[prefix](ref.removeprefix(prefix), torch_dtype)

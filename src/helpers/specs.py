@@ -195,8 +195,10 @@ def _tasks() -> tuple[str, ...]:
 
 
 def _templates() -> list[str]:
+    from helpers import plugins
     from helpers.evaluation import TEMPLATES
 
+    plugins.load()
     return sorted(TEMPLATES)
 
 

@@ -193,6 +193,72 @@ def _paired_inputs(base: Any, tuned: Any, mask: Any | None) -> tuple[M.ScoreSet,
     return b, t
 
 
+def _hist_ranges(
+    b: M.ScoreSet,
+    t: M.ScoreSet,
+    hist_range: Literal["shared", "separate"] | tuple[float, float],
+    edges: M.Edges,
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Histogram ranges of base and tuned: pooled, each its own, or fixed by the caller."""
+    if isinstance(hist_range, str):
+        if hist_range == "shared":
+            shared = M.shared_range(b, t, edges=edges)
+            return shared, shared
+        if hist_range == "separate":
+            return M.shared_range(b, edges=edges), M.shared_range(t, edges=edges)
+        raise ValueError(
+            f"hist_range must be 'shared', 'separate' or (low, high), got {hist_range!r}"
+        )
+    fixed = (float(hist_range[0]), float(hist_range[1]))
+    return fixed, fixed
+
+
+def _metric_row(
+    spec: Any,
+    eb: dict[str, tuple[float, np.ndarray]],
+    et: dict[str, tuple[float, np.ndarray]],
+    pb: _Prepared,
+    pt: _Prepared,
+    *,
+    ci: float,
+    n_boot: int,
+    n_samples: int,
+) -> dict[str, Any]:
+    """One metric's row of `compare`: values, change, bootstrap intervals, test, claim."""
+    (vb, boot_b), (vt, boot_t) = eb[spec.name], et[spec.name]
+    change = vt - vb
+    d = boot_t - boot_b
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = change / abs(vb) if vb != 0 else np.nan
+        rel_d = d / np.abs(boot_b)
+    lo, hi = percentile_interval(d, ci)
+    rlo, rhi = percentile_interval(rel_d, ci)
+    p = (
+        paired_wilcoxon(pb.per_sample[spec.name], pt.per_sample[spec.name])
+        if spec.kind == "per-sample"
+        else np.nan
+    )
+    sign = 1 if spec.claimed == "up" else -1
+    return {
+        "metric": spec.name,
+        "kind": spec.kind,
+        "base": vb,
+        "tuned": vt,
+        "change": change,
+        "rel_change": rel,
+        "ci_low": lo,
+        "ci_high": hi,
+        "rel_ci_low": rlo,
+        "rel_ci_high": rhi,
+        "ci_excludes_zero": bool(lo > 0 or hi < 0),
+        "p_wilcoxon": p,
+        "claimed": spec.claimed,
+        "matches_claim": bool(sign * change > 0),
+        "n_samples": n_samples,
+        "n_boot": n_boot,
+    }
+
+
 def compare(
     base: Any,
     tuned: Any,
@@ -216,17 +282,7 @@ def compare(
     if not 0 < ci < 1:
         raise ValueError(f"ci must be in (0, 1) (e.g. 0.95), got {ci}")
     b, t = _paired_inputs(base, tuned, mask)
-    if isinstance(hist_range, str):
-        if hist_range == "shared":
-            b_range = t_range = M.shared_range(b, t, edges=edges)
-        elif hist_range == "separate":
-            b_range, t_range = M.shared_range(b, edges=edges), M.shared_range(t, edges=edges)
-        else:
-            raise ValueError(
-                f"hist_range must be 'shared', 'separate' or (low, high), got {hist_range!r}"
-            )
-    else:
-        b_range = t_range = (float(hist_range[0]), float(hist_range[1]))
+    b_range, t_range = _hist_ranges(b, t, hist_range, edges)
     pb = _prepare(
         b, hist_range=b_range, bins=bins, edges=edges, use_abs_diversity=use_abs_diversity
     )
@@ -237,42 +293,10 @@ def compare(
     m = multiplicities(resample_indices(b.n_samples, n_boot, seed), b.n_samples)
     eb, et = _point_and_boot(pb, m), _point_and_boot(pt, m)
 
-    rows = []
-    for spec in METRICS:
-        (vb, boot_b), (vt, boot_t) = eb[spec.name], et[spec.name]
-        change = vt - vb
-        d = boot_t - boot_b
-        with np.errstate(divide="ignore", invalid="ignore"):
-            rel = change / abs(vb) if vb != 0 else np.nan
-            rel_d = d / np.abs(boot_b)
-        lo, hi = percentile_interval(d, ci)
-        rlo, rhi = percentile_interval(rel_d, ci)
-        p = (
-            paired_wilcoxon(pb.per_sample[spec.name], pt.per_sample[spec.name])
-            if spec.kind == "per-sample"
-            else np.nan
-        )
-        sign = 1 if spec.claimed == "up" else -1
-        rows.append(
-            {
-                "metric": spec.name,
-                "kind": spec.kind,
-                "base": vb,
-                "tuned": vt,
-                "change": change,
-                "rel_change": rel,
-                "ci_low": lo,
-                "ci_high": hi,
-                "rel_ci_low": rlo,
-                "rel_ci_high": rhi,
-                "ci_excludes_zero": bool(lo > 0 or hi < 0),
-                "p_wilcoxon": p,
-                "claimed": spec.claimed,
-                "matches_claim": bool(sign * change > 0),
-                "n_samples": b.n_samples,
-                "n_boot": n_boot,
-            }
-        )
+    rows = [
+        _metric_row(spec, eb, et, pb, pt, ci=ci, n_boot=n_boot, n_samples=b.n_samples)
+        for spec in METRICS
+    ]
     table = pd.DataFrame(rows, columns=COLUMNS)
     table.attrs.update(
         {

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from helpers import plugins
+
 
 @dataclass(frozen=True)
 class Item:
@@ -198,11 +200,14 @@ def register_task(task: Task) -> Task:
 
 def task_names() -> tuple[str, ...]:
     """Names of every registered task, in registration order."""
+    plugins.load()
     return tuple(TASKS)
 
 
 def get_task(name: str) -> Task:
     """The registered task `name`; the error lists the known ones."""
+    if name not in TASKS:
+        plugins.load()
     if name not in TASKS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(TASKS)}")
     return TASKS[name]

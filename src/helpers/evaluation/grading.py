@@ -17,6 +17,7 @@ from multiprocessing import get_context
 
 from tqdm.auto import tqdm
 
+from helpers import plugins
 from helpers.evaluation.datasets import get_task, last_boxed
 
 
@@ -123,6 +124,8 @@ def grade_answers(
 ) -> list[Grade]:
     """Grade each completion against its gold answer with a registered `grader`."""
     if grader not in GRADERS:
+        plugins.load()
+    if grader not in GRADERS:
         raise ValueError(f"unknown grader {grader!r}; choose one of {', '.join(GRADERS)}")
     if len(completions) != len(golds):
         raise ValueError(f"{len(completions)} completions but {len(golds)} gold answers")
@@ -143,6 +146,8 @@ def grader_for(dataset: str) -> str:
 
 def grader_version(grader: str) -> str:
     """Version tag of a grader, part of the grade cache's file name."""
+    if grader not in GRADERS:
+        plugins.load()
     if grader not in GRADERS:
         raise ValueError(f"unknown grader {grader!r}; choose one of {', '.join(GRADERS)}")
     return GRADERS[grader].version()

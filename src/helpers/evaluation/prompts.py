@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
 
+from helpers import plugins
+
 COT_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 
 
@@ -67,6 +69,8 @@ def render_prompt(
     template: str, question: str, tokenizer: PreTrainedTokenizerBase | None = None
 ) -> str:
     """Prompt text for `question` under `template` (`chat_template` needs the tokenizer)."""
+    if template not in TEMPLATES:
+        plugins.load()
     if template not in TEMPLATES:
         raise ValueError(f"unknown template {template!r}; choose one of {', '.join(TEMPLATES)}")
     spec = TEMPLATES[template]

@@ -216,14 +216,7 @@ def generate_cached(
     todo = _missing(cache, items, prompts)
 
     def save(batch: list[int], gens: list[Generation]) -> None:
-        rows = pd.DataFrame(
-            {
-                "id": [items[todo[j]].id for j in batch],
-                "prompt_ids": [g.prompt_ids for g in gens],
-                "answer_ids": [g.answer_ids for g in gens],
-                "finished": [g.finished for g in gens],
-            }
-        )
+        rows = _rows([items[todo[j]].id for j in batch], gens)
         cache.append(rows)
         if on_batch is not None:
             on_batch(rows)
@@ -244,6 +237,18 @@ def generate_cached(
             vllm_kwargs=vllm_kwargs,
         )
     return _finish(cache, items, tokenizer, n_generated=len(todo))
+
+
+def _rows(ids: list[str], gens: list[Generation]) -> pd.DataFrame:
+    """Cache rows of generated answers."""
+    return pd.DataFrame(
+        {
+            "id": ids,
+            "prompt_ids": [g.prompt_ids for g in gens],
+            "answer_ids": [g.answer_ids for g in gens],
+            "finished": [g.finished for g in gens],
+        }
+    )
 
 
 def _missing(cache: GenerationCache, items: Sequence[Item], prompts: list[list[int]]) -> list[int]:

@@ -120,6 +120,27 @@ def _check(frame: pd.DataFrame, name: str) -> pd.DataFrame:
     return frame.set_index("id")
 
 
+def _paired_lengths(a: pd.DataFrame, b: pd.DataFrame, counts: dict[str, int]) -> pd.DataFrame:
+    """Answer lengths (t_a, t_b, mean) of the questions both answered correctly with prompts of
+    equal length (filters 1-2), counting survivors of each filter into `counts`."""
+    common = sorted(set(a.index) & set(b.index))
+    counts["common"] = len(common)
+    ids = [i for i in common if bool(a.at[i, "correct"]) and bool(b.at[i, "correct"])]
+    counts["both_correct"] = len(ids)
+    ids = [i for i in ids if len(a.at[i, "prompt_ids"]) == len(b.at[i, "prompt_ids"])]
+    counts["equal_prompt_length"] = len(ids)
+    lengths = pd.DataFrame(
+        {
+            "t_a": [len(a.at[i, "answer_ids"]) for i in ids],
+            "t_b": [len(b.at[i, "answer_ids"]) for i in ids],
+        },
+        index=pd.Index(ids, name="id"),
+        dtype=float,
+    )
+    lengths["mean"] = (lengths["t_a"] + lengths["t_b"]) / 2
+    return lengths
+
+
 def select_questions(
     base: pd.DataFrame,
     tuned: pd.DataFrame,
@@ -148,21 +169,9 @@ def select_questions(
     if not (alpha > 0 and 0 <= beta <= gamma and delta >= 0 and n >= 1):
         raise ValueError("need alpha > 0, 0 <= beta <= gamma, delta >= 0 and n >= 1")
     a, b = _check(base, names[0]), _check(tuned, names[1])
-    common = sorted(set(a.index) & set(b.index))
-    counts: dict[str, int] = {"common": len(common)}
-    ids = [i for i in common if bool(a.at[i, "correct"]) and bool(b.at[i, "correct"])]
-    counts["both_correct"] = len(ids)
-    ids = [i for i in ids if len(a.at[i, "prompt_ids"]) == len(b.at[i, "prompt_ids"])]
-    counts["equal_prompt_length"] = len(ids)
-    lengths = pd.DataFrame(
-        {
-            "t_a": [len(a.at[i, "answer_ids"]) for i in ids],
-            "t_b": [len(b.at[i, "answer_ids"]) for i in ids],
-        },
-        index=pd.Index(ids, name="id"),
-        dtype=float,
-    )
-    lengths["mean"] = (lengths["t_a"] + lengths["t_b"]) / 2
+    counts: dict[str, int] = {}
+    lengths = _paired_lengths(a, b, counts)
+    ids = list(lengths.index)
     if ids:
         refer = (
             min(lengths["t_a"].mean(), lengths["t_b"].mean())

@@ -1,8 +1,9 @@
 """The organisms' registrations with the generic layers: their task (test split, prompt format,
 grader) with `helpers.evaluation`, and the `organism:` model references with `helpers.backend`.
 
-Importing `helpers` imports this module, so `load_items("organisms")`, `template="organism"` and
-`load_model("organism:grpo")` work anywhere, while `helpers.evaluation` imports nothing from here.
+`helpers.plugins` imports this module the first time a registry lacks a name, so
+`load_items("organisms")`, `template="organism"` and `load_model("organism:grpo")` work anywhere,
+while `helpers.evaluation` and `helpers.backend` import nothing from here.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ import random
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -97,6 +98,86 @@ def token_rewards(
     return rewards * batch.mask, kl
 
 
+STAT_KEYS: tuple[str, ...] = ("loss", "value_loss", "clip_fraction", "approx_kl")
+
+
+def _critic_and_optimizers(
+    model: PreTrainedModel, cfg: PostTrainConfig, shared: bool
+) -> tuple[nn.Module, tuple[torch.optim.Optimizer, torch.optim.Optimizer]]:
+    """The critic (a zero-initialised head on the policy, or a separate value model) and the
+    policy's and critic's optimizers."""
+    critic: nn.Module
+    if shared:
+        head = nn.Linear(model.config.hidden_size, 1).to(model.device)
+        nn.init.zeros_(head.weight)
+        nn.init.zeros_(head.bias)
+        critic = head
+    else:
+        critic = ValueModel(model)
+    policy_opt = torch.optim.AdamW(
+        model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+    )
+    critic_opt = torch.optim.AdamW(
+        critic.parameters(), lr=cfg.critic_lr, weight_decay=cfg.weight_decay
+    )
+    return critic, (policy_opt, critic_opt)
+
+
+def _advantages(
+    model: PreTrainedModel, critic: nn.Module, batch: Any, cfg: PostTrainConfig, shared: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(old values, advantages, returns, per-token KL) of a collected batch, from the critic."""
+    ro = batch.rollout
+    with torch.no_grad():
+        if shared:  # one pass gives the behaviour log-probs and the old values
+            batch.old_logp, old_values = logprobs_and_values(
+                model, critic, ro.input_ids, ro.attention_mask, cfg.temperature
+            )
+        else:
+            old_values = critic(ro.input_ids, ro.attention_mask)[:, :-1]
+        old_values = old_values * batch.mask
+    rewards, kl = token_rewards(batch, cfg.kl_coef, cfg.kl_estimator)
+    advantages, returns = gae(rewards, old_values, batch.mask, cfg.gamma, cfg.gae_lambda)
+    if cfg.whiten_advantages:
+        advantages = masked_whiten(advantages, batch.mask)
+    return old_values, advantages, returns, kl
+
+
+def _minibatch_step(
+    model: PreTrainedModel,
+    critic: nn.Module,
+    optimizers: tuple[torch.optim.Optimizer, torch.optim.Optimizer],
+    tensors: Sequence[torch.Tensor],
+    cfg: PostTrainConfig,
+    shared: bool,
+) -> dict[str, float]:
+    """One PPO update of policy and critic on a trimmed minibatch; returns its statistics."""
+    policy_opt, critic_opt = optimizers
+    ids, attn, mask, old_logp, adv, ret, old_v = tensors
+    if shared:
+        logp, values = logprobs_and_values(model, critic, ids, attn, cfg.temperature)
+    else:
+        logp, _ = token_logprobs(model, ids, attn, cfg.temperature)
+        values = critic(ids, attn)[:, :-1]
+    tok_loss, clipped, _ = clipped_surrogate(logp, old_logp, adv, mask, cfg.clip_range)
+    policy_loss = masked_mean(tok_loss, mask)
+    value_loss = cfg.vf_coef * clipped_value_loss(values, old_v, ret, mask, cfg.value_clip_range)
+    policy_opt.zero_grad(set_to_none=True)
+    critic_opt.zero_grad(set_to_none=True)
+    # separate critic: the two losses touch disjoint parameters, one backward serves both
+    (policy_loss + value_loss).backward()
+    nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+    nn.utils.clip_grad_norm_(critic.parameters(), cfg.max_grad_norm)
+    policy_opt.step()
+    critic_opt.step()
+    return {
+        "loss": policy_loss.item(),
+        "value_loss": value_loss.item(),
+        "clip_fraction": float(masked_mean(clipped.float(), mask)),
+        "approx_kl": float(masked_mean(0.5 * (logp.detach() - old_logp) ** 2, mask)),
+    }
+
+
 def ppo(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -115,18 +196,7 @@ def ppo(
     was_training = model.training
     ref = frozen_copy(model)
     shared = cfg.value_model == "shared"
-    if shared:
-        critic = nn.Linear(model.config.hidden_size, 1).to(model.device)
-        nn.init.zeros_(critic.weight)
-        nn.init.zeros_(critic.bias)
-    else:
-        critic = ValueModel(model)
-    policy_opt = torch.optim.AdamW(
-        model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
-    )
-    critic_opt = torch.optim.AdamW(
-        critic.parameters(), lr=cfg.critic_lr, weight_decay=cfg.weight_decay
-    )
+    critic, (policy_opt, critic_opt) = _critic_and_optimizers(model, cfg, shared)
 
     schedule = lr_lambda(cfg)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -149,59 +219,25 @@ def ppo(
             with_old_logp=not shared,
         )
         ro = batch.rollout
-        with torch.no_grad():
-            if shared:  # one pass gives the behaviour log-probs and the old values
-                batch.old_logp, old_values = logprobs_and_values(
-                    model, critic, ro.input_ids, ro.attention_mask, cfg.temperature
-                )
-            else:
-                old_values = critic(ro.input_ids, ro.attention_mask)[:, :-1]
-            old_values = old_values * batch.mask
-        rewards, kl = token_rewards(batch, cfg.kl_coef, cfg.kl_estimator)
-        advantages, returns = gae(rewards, old_values, batch.mask, cfg.gamma, cfg.gae_lambda)
-        if cfg.whiten_advantages:
-            advantages = masked_whiten(advantages, batch.mask)
+        old_values, advantages, returns, kl = _advantages(model, critic, batch, cfg, shared)
 
         model.train()
         critic.train()
-        stats = {"loss": [], "value_loss": [], "clip_fraction": [], "approx_kl": []}
+        stats: dict[str, list[float]] = {k: [] for k in STAT_KEYS}
         for _ in range(cfg.ppo_epochs):
             for mb in minibatches(len(ro), cfg.minibatch_size, gen):
-                ids, attn, mask, old_logp, adv, ret, old_v = trim(
+                per_token = (batch.mask, batch.old_logp, advantages, returns, old_values)
+                tensors = trim(
                     ro.attention_mask[mb],
                     ro.input_ids[mb],
                     ro.attention_mask[mb],
-                    batch.mask[mb],
-                    batch.old_logp[mb],
-                    advantages[mb],
-                    returns[mb],
-                    old_values[mb],
+                    *(t[mb] for t in per_token),
                 )
-                if shared:
-                    logp, values = logprobs_and_values(model, critic, ids, attn, cfg.temperature)
-                else:
-                    logp, _ = token_logprobs(model, ids, attn, cfg.temperature)
-                    values = critic(ids, attn)[:, :-1]
-                tok_loss, clipped, _ = clipped_surrogate(logp, old_logp, adv, mask, cfg.clip_range)
-                policy_loss = masked_mean(tok_loss, mask)
-                value_loss = cfg.vf_coef * clipped_value_loss(
-                    values, old_v, ret, mask, cfg.value_clip_range
+                done = _minibatch_step(
+                    model, critic, (policy_opt, critic_opt), tensors, cfg, shared
                 )
-                policy_opt.zero_grad(set_to_none=True)
-                critic_opt.zero_grad(set_to_none=True)
-                # separate critic: the two losses touch disjoint parameters, one backward serves both
-                (policy_loss + value_loss).backward()
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                nn.utils.clip_grad_norm_(critic.parameters(), cfg.max_grad_norm)
-                policy_opt.step()
-                critic_opt.step()
-
-                stats["loss"].append(policy_loss.item())
-                stats["value_loss"].append(value_loss.item())
-                stats["clip_fraction"].append(float(masked_mean(clipped.float(), mask)))
-                stats["approx_kl"].append(
-                    float(masked_mean(0.5 * (logp.detach() - old_logp) ** 2, mask))
-                )
+                for key, value in done.items():
+                    stats[key].append(value)
 
         row = {
             "step": step,
