@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from helpers import io
+from helpers import io, publish
 from helpers.backend import LOCAL, Local
 from helpers.eap import EdgeScores, concat, edge_scores
 from helpers.evaluation import (
@@ -337,16 +337,17 @@ def score_pair(
 def save_results(analysis: PairAnalysis, params: dict[str, Any], root: Path | None = None) -> Path:
     """Write the pair's metric table (CSV) and selection summary (JSON) for the summary page.
 
-    `root` defaults to the layout's results folder; the summary carries the provenance stamp.
+    Into `root/<pair>` when given; otherwise where `publish.target` says: the runner's staging
+    folder (published when the page completes) or, for any other execution, data/scratch. The
+    runner adds run.json (parameter file, parameters, commit); nothing here varies between runs.
     """
-    folder = (root if root is not None else layout().results) / analysis.name
+    folder = root / analysis.name if root is not None else publish.target(analysis.name).folder
     table = analysis.metric_table()
     table.insert(1, "algorithm", params.get("algorithm", ""))
-    io.write_bytes(folder / "metrics.csv", table.to_csv(index=False).encode())
+    publish.write_csv(table, folder / "metrics.csv")
     summary = {
         "pair": analysis.name,
         "parameters": params,
-        "provenance": io.provenance().to_dict(),
         "generation": analysis.records.summary().reset_index().to_dict(orient="records"),
         "selection": {
             str(a): {
@@ -361,10 +362,17 @@ def save_results(analysis: PairAnalysis, params: dict[str, Any], root: Path | No
     return folder
 
 
-def load_results(root: Path | None = None) -> pd.DataFrame:
-    """Every saved pair's metric rows, for the summary page (empty frame if none)."""
+def load_results(root: Path | None = None, *, check: bool = True) -> pd.DataFrame:
+    """Every saved pair's metric rows, for the summary page (empty frame if none).
+
+    With `check` (the default), each folder's run.json must record the parameters its parameter
+    file holds now, else `publish.ResultsMismatch` names both.
+    """
     root = root if root is not None else layout().results
-    frames = [pd.read_csv(p) for p in sorted(root.glob("*/metrics.csv"))]
+    paths = sorted(root.glob("*/metrics.csv"))
+    for path in paths if check else ():
+        publish.check_published(path.parent, layout().params)
+    frames = [pd.read_csv(p) for p in paths]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 

@@ -24,6 +24,8 @@ from typing import Any
 from helpers.paths import layout
 
 PACKAGES: tuple[str, ...] = ("torch", "transformers", "nnsight", "trl", "numpy", "pandas")
+FILE_MODE = 0o644  # what a plain write would give; mkstemp's 0600 would stick to every artifact
+DIR_MODE = 0o755
 
 
 def replace(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
@@ -44,6 +46,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     tmp = Path(name)
     try:
         write(tmp)
+        os.chmod(tmp, FILE_MODE)
         return replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -79,6 +82,7 @@ def atomic_dir(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
         write(tmp)
+        os.chmod(tmp, DIR_MODE)
         return replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -128,6 +132,7 @@ class Provenance:
     dirty: bool
     versions: dict[str, str] = field(default_factory=dict)
     time: str = ""
+    dirty_files: list[str] = field(default_factory=list)  # of `inputs_provenance`'s inputs
 
     @property
     def label(self) -> str:
@@ -145,3 +150,23 @@ def provenance() -> Provenance:
     sha, dirty = git_state()
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     return Provenance(sha, dirty, versions(), now)
+
+
+def inputs_provenance(inputs: list[Path]) -> Provenance:
+    """The stamp of what a page is computed from: the last commit that touched any of `inputs`
+    (files or folders), and those of them that differ from it (modified, added, untracked).
+
+    Taken before a run writes anything, so a run from a clean tree names a commit holding
+    exactly its inputs.
+    """
+    root = layout().root
+    rel = sorted({str(p.relative_to(root)) for p in inputs if p.is_relative_to(root)})
+    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    try:
+        commit = _git("log", "-1", "--format=%H", "--", *rel) or None
+        changed = _git("diff", "--name-only", "HEAD", "--", *rel) if commit else ""
+        untracked = _git("ls-files", "--others", "--exclude-standard", "--", *rel)
+    except (OSError, subprocess.CalledProcessError):
+        return Provenance(None, False, versions(), now)
+    files = sorted({f for f in (changed + "\n" + untracked).splitlines() if f.strip()})
+    return Provenance(commit, bool(files), versions(), now, files)

@@ -49,6 +49,16 @@ class Layout:
         return Path(override) if override else self.data / "results"
 
     @property
+    def scratch(self) -> Path:
+        """Tables of hand, Colab and Jupyter runs (git-ignored; only the runner publishes)."""
+        return self.data / "scratch"
+
+    @property
+    def runs(self) -> Path:
+        """The runner's staging folders and pages in progress (git-ignored)."""
+        return self.data / "tmp" / "run"
+
+    @property
     def failed(self) -> Path:
         """Notebooks whose execution failed, kept for inspection."""
         return self.data / "tmp" / "failed"

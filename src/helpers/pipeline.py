@@ -9,13 +9,16 @@ other page, and its own previous page, untouched; the summary runs last.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import hashlib
 import json
 import os
+import shutil
+import subprocess
 import sys
-import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,14 +26,13 @@ from typing import Any
 import nbformat
 import yaml
 
-from helpers import io
+from helpers import io, pages, paramfiles, publish
 from helpers.paths import layout
 
 META_KEY = "rl_circuitry"
 
 
-class PipelineError(ValueError):
-    """A parameter file or template is malformed; the message names the file and the fix."""
+PipelineError = paramfiles.ParamFileError  # a malformed parameter file; names file, key and fix
 
 
 @dataclass
@@ -46,29 +48,41 @@ class Job:
     stage: int = 1
     title: str = ""
     source: Path | None = None
+    pair: str | None = None  # the results folder data/results/<pair> the page publishes
+
+    def input_paths(self) -> list[Path]:
+        """What the page is computed from: template, parameter file, listed inputs, the library."""
+        own = [self.template, *([self.source] if self.source else []), *self.inputs]
+        return [*own, _library()]
 
     def key(self) -> str:
-        """Hash of everything that changes the page: template, parameters and input files."""
+        """Hash of everything that changes the page: template, parameters, inputs and code."""
         h = hashlib.sha256()
         h.update(_file_digest(self.template).encode())
         h.update(json.dumps(self.parameters, sort_keys=True, default=str).encode())
         for path in sorted(self.inputs):
             h.update(str(path.relative_to(layout().root)).encode())
             h.update(_path_digest(path).encode())
+        h.update(_path_digest(_library(), "*.py").encode())
         return h.hexdigest()[:16]
+
+
+def _library() -> Path:
+    """The code every page runs (src/helpers): part of each page's inputs."""
+    return Path(__file__).resolve().parent
 
 
 def _file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _path_digest(path: Path) -> str:
+def _path_digest(path: Path, pattern: str = "*") -> str:
     """Digest of a file, or of every file under a folder (names and contents); 'missing' if absent."""
     if path.is_file():
         return _file_digest(path)
     if path.is_dir():
         h = hashlib.sha256()
-        for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        for f in sorted(p for p in path.rglob(pattern) if p.is_file()):
             h.update(str(f.relative_to(path)).encode())
             h.update(_file_digest(f).encode())
         return h.hexdigest()
@@ -76,48 +90,42 @@ def _path_digest(path: Path) -> str:
 
 
 def load_job(path: Path) -> Job:
-    """Parse one parameter file; errors name the file and the missing or wrong field."""
+    """Parse and validate one parameter file; errors name the file, the key and the fix."""
     try:
-        spec = yaml.safe_load(path.read_text()) or {}
+        spec = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise PipelineError(f"{path}: not valid YAML ({err})") from err
-    if not isinstance(spec, dict):
-        raise PipelineError(f"{path}: expected a mapping with keys notebook, output, parameters")
-    for required in ("notebook", "output"):
-        if required not in spec:
-            raise PipelineError(f"{path}: missing key '{required}'")
-    template = layout().notebooks / f"{spec['notebook']}.ipynb"
-    if not template.is_file():
-        known = sorted(p.stem for p in layout().notebooks.glob("*.ipynb"))
-        raise PipelineError(f"{path}: unknown notebook '{spec['notebook']}'; templates: {known}")
-    output = layout().root / spec["output"]
-    if output.suffix != ".ipynb" or layout().root / "book" not in output.parents:
-        raise PipelineError(f"{path}: output must be an .ipynb under book/, got {spec['output']}")
-    parameters = spec.get("parameters") or {}
-    if not isinstance(parameters, dict):
-        raise PipelineError(f"{path}: 'parameters' must be a mapping")
+    checked = paramfiles.check_file(
+        path, spec, repo=layout().root, templates_dir=layout().notebooks
+    )
     remote = bool(spec.get("remote", False))  # on NDIF: no local GPU needed
-    if remote:
-        parameters = {**parameters, "remote": True}
     return Job(
         name=path.stem,
-        template=template,
-        output=output,
-        parameters=parameters,
-        inputs=[layout().root / p for p in spec.get("inputs", [])],
+        template=checked.template,
+        output=checked.output,
+        parameters=checked.parameters,
+        inputs=checked.inputs,
         requires_gpu=bool(spec.get("requires_gpu", False)) and not remote,
         stage=int(spec.get("stage", 1)),
         title=str(spec.get("title", "")),
         source=path,
+        pair=checked.parameters.get("pair"),
     )
 
 
 def discover(params_dir: Path | None = None) -> list[Job]:
-    """All jobs, in run order: by stage (summary last), then by name."""
+    """All jobs, validated, in run order: by stage (summary last), then by name."""
     jobs = [load_job(p) for p in sorted((params_dir or layout().params).glob("*.yml"))]
-    names = [j.output for j in jobs]
-    if len(set(names)) != len(names):
-        raise PipelineError("two parameter files write the same output page")
+    for attr in ("output", "pair"):
+        seen: dict[Any, str] = {}
+        for job in jobs:
+            value = getattr(job, attr)
+            if value is not None and value in seen:
+                raise PipelineError(
+                    f"{seen[value]}.yml and {job.name}.yml both write {attr} {value}; "
+                    "give each file its own"
+                )
+            seen[value] = job.name
     return sorted(jobs, key=lambda j: (j.stage, j.name))
 
 
@@ -141,7 +149,14 @@ def gpu_available() -> bool:
         return False
 
 
-def provenance_cell(job: Job, key: str, seconds: float) -> nbformat.NotebookNode:
+def _stamp(mark: io.Provenance) -> dict[str, Any]:
+    """The time-free part of a stamp, for run.json and the page's metadata (no churn on re-runs)."""
+    return {"commit": mark.commit, "dirty": list(mark.dirty_files)}
+
+
+def provenance_cell(
+    job: Job, key: str, seconds: float, mark: io.Provenance
+) -> nbformat.NotebookNode:
     """A Markdown cell, shown at the top of the page, that says what produced it."""
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     params = (
@@ -150,10 +165,15 @@ def provenance_cell(job: Job, key: str, seconds: float) -> nbformat.NotebookNode
         else "# the template's default parameters"
     )
     rel = job.source.relative_to(layout().root) if job.source else job.name
+    dirty = (
+        f"\n\nRun with uncommitted changes to: {', '.join(f'`{d}`' for d in mark.dirty_files)}."
+        if mark.dirty_files
+        else ""
+    )
     text = (
         ":::{admonition} Provenance\n:class: provenance\n"
-        f"Executed {now} from commit `{io.git_commit()}` in {seconds:.0f} s, "
-        f"template `notebooks/{job.template.name}`, parameter file `{rel}`, key `{key}`.\n\n"
+        f"Executed {now} from commit `{mark.label}` in {seconds:.0f} s, "
+        f"template `notebooks/{job.template.name}`, parameter file `{rel}`, key `{key}`.{dirty}\n\n"
         f"```yaml\n{params}\n```\n:::"
     )
     cell = nbformat.v4.new_markdown_cell(text)
@@ -161,7 +181,9 @@ def provenance_cell(job: Job, key: str, seconds: float) -> nbformat.NotebookNode
     return cell
 
 
-def _finalise(nb: nbformat.NotebookNode, job: Job, key: str, seconds: float) -> None:
+def _finalise(
+    nb: nbformat.NotebookNode, job: Job, key: str, seconds: float, mark: io.Provenance
+) -> None:
     """Title the page, hide the parameter cells, put the provenance block first, record the key."""
     for cell in nb.cells:
         tags = cell.metadata.setdefault("tags", [])
@@ -173,10 +195,11 @@ def _finalise(nb: nbformat.NotebookNode, job: Job, key: str, seconds: float) -> 
         if lines[0].startswith("# "):
             first.source = "\n".join([f"# {job.title}", *lines[1:]])
     insert_at = 1 if first is not None and first.cell_type == "markdown" else 0
-    nb.cells.insert(insert_at, provenance_cell(job, key, seconds))
-    nb.metadata[META_KEY] = {"key": key, "parameters": job.parameters, "commit": io.git_commit()}
+    nb.cells.insert(insert_at, provenance_cell(job, key, seconds, mark))
+    nb.metadata[META_KEY] = {"key": key, "parameters": job.parameters, **_stamp(mark)}
     nb.metadata.get("papermill", {}).pop("input_path", None)
     nb.metadata.get("papermill", {}).pop("output_path", None)
+    pages.strip_volatile(nb)
 
 
 def kernel_name() -> str:
@@ -187,36 +210,98 @@ def kernel_name() -> str:
     return "rl-circuitry" if "rl-circuitry" in specs else "python3"
 
 
-def execute(job: Job, key: str, *, progress: bool = True) -> float:
-    """Run one job with papermill; the page is replaced only when execution succeeded."""
+@contextlib.contextmanager
+def _environ(name: str, value: str) -> Iterator[None]:
+    """Set one environment variable (the kernel papermill starts inherits it), then restore it."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
+def _publish(job: Job, nb: nbformat.NotebookNode, staged: Path, record: dict[str, Any]) -> str:
+    """Swap the staged tables into data/results, then the page into book/; 'same' if unchanged."""
+    folders = sorted(d for d in staged.iterdir() if d.is_dir()) if staged.is_dir() else []
+    for folder in folders:
+        if folder.name != job.pair:
+            raise PipelineError(
+                f"{job.source}: the notebook wrote results for {folder.name!r} but the file's "
+                f"pair is {job.pair!r}; set `pair: {job.name}` in its parameters"
+            )
+        publish.write_run_record(folder, record)
+    for folder in folders:
+        publish.swap_in(folder, publish.results_root() / folder.name)
+    if job.output.is_file() and pages.same_page(nbformat.read(job.output, as_version=4), nb):
+        return "same"
+    final = staged.parent / "page.final.ipynb"
+    nbformat.write(nb, final)
+    os.chmod(final, io.FILE_MODE)
+    job.output.parent.mkdir(parents=True, exist_ok=True)
+    io.replace(final, job.output)
+    return "written"
+
+
+def execute(job: Job, key: str, *, progress: bool = True) -> tuple[float, str]:
+    """Run one job with papermill in a staging folder; publish page and tables only on success.
+
+    Provenance is taken before anything is written. Returns (seconds, "written" | "same").
+    """
     import papermill as pm
 
-    job.output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".ipynb", dir=job.output.parent, prefix=".tmp-")
-    os.close(fd)  # papermill writes here; the page is moved into place only on success
+    mark = io.inputs_provenance(job.input_paths())
+    work = publish.tmp_root() / f"{job.name}.{os.getpid()}"
+    staged = work / "results"
+    staged.mkdir(parents=True, exist_ok=True)
+    page = work / "page.ipynb"
     start = time.perf_counter()
     try:
-        pm.execute_notebook(
-            str(job.template),
-            tmp,
-            parameters=job.parameters,
-            kernel_name=kernel_name(),
-            language="python",
-            cwd=str(layout().root),
-            progress_bar=progress,
-            log_output=False,
-        )
+        with _environ(publish.STAGING_ENV, str(staged)):
+            pm.execute_notebook(
+                str(job.template),
+                str(page),
+                parameters=job.parameters,
+                kernel_name=kernel_name(),
+                language="python",
+                cwd=str(layout().root),
+                progress_bar=progress,
+                log_output=False,
+            )
+        seconds = time.perf_counter() - start
+        nb = nbformat.read(page, as_version=4)
+        _finalise(nb, job, key, seconds, mark)
+        source = str(job.source.relative_to(layout().root)) if job.source else job.name
+        record = {"parameter_file": source, "parameters": job.parameters, "key": key}
+        outcome = _publish(job, nb, staged, {**record, **_stamp(mark)})
     except BaseException:
         layout().failed.mkdir(parents=True, exist_ok=True)
-        if Path(tmp).exists():
-            io.replace(tmp, layout().failed / f"{job.name}.ipynb")
+        if page.exists():
+            io.replace(page, layout().failed / f"{job.name}.ipynb")
         raise
-    seconds = time.perf_counter() - start
-    nb = nbformat.read(tmp, as_version=4)
-    _finalise(nb, job, key, seconds)
-    nbformat.write(nb, tmp)
-    io.replace(tmp, job.output)
-    return seconds
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return seconds, outcome
+
+
+def build_html() -> int:
+    """Rebuild the book's HTML (Sphinx rebuilds only changed pages); the build's exit status."""
+    exe = Path(sys.executable).with_name("jupyter-book")
+    root = layout().root
+    cmd = [str(exe) if exe.is_file() else "jupyter-book", "build", str(root), "--builder", "html"]
+    print(f"[html] {' '.join(cmd[1:])}", flush=True)
+    return subprocess.run([*cmd, "-W", "-n", "--keep-going"], cwd=root, check=False).returncode
+
+
+def _start_clean() -> None:
+    """Undo what killed runs left: results folders moved aside, staging folders, partial pages."""
+    for name in publish.recover():
+        print(f"[restore] data/results/{name}: put back after an interrupted run")
+    for path in publish.clean_leftovers():
+        print(f"[clean] removed {path.relative_to(layout().root)}, left by an interrupted run")
 
 
 def run(
@@ -224,9 +309,15 @@ def run(
     force: bool = False,
     dry_run: bool = False,
     params_dir: Path | None = None,
+    html: bool | None = None,
 ) -> int:
-    """Execute stale jobs; returns the number of failures (0 on success)."""
+    """Execute stale jobs; returns the number of failures (0 on success).
+
+    `html` (default: when `only` names pages) rebuilds the book's HTML after a page was written.
+    """
     jobs = discover(params_dir)
+    if not dry_run:
+        _start_clean()
     if only:
         unknown = set(only) - {j.name for j in jobs}
         if unknown:
@@ -237,6 +328,7 @@ def run(
         jobs = [j for j in jobs if j.name in only]
     has_gpu = gpu_available()
     failures: list[str] = []
+    written = False
     for job in jobs:
         key = job.key()
         rel = job.output.relative_to(layout().root)
@@ -259,19 +351,25 @@ def run(
             continue
         print(f"[run] {job.name}: {job.template.name} -> {rel}", flush=True)
         try:
-            seconds = execute(job, key)
+            seconds, outcome = execute(job, key)
         except Exception as err:  # noqa: BLE001 - report and go on with the others
             failures.append(job.name)
             print(
                 f"[FAIL] {job.name}: {type(err).__name__}: {str(err)[-2000:]}\n"
-                f"       the failed notebook is in {layout().failed.relative_to(layout().root)}/{job.name}.ipynb;"
+                f"       the failed notebook is in {layout().failed.relative_to(layout().root)}/"
+                f"{job.name}.ipynb;"
                 f" {rel} was left as it was",
                 file=sys.stderr,
             )
             continue
-        print(f"[done] {job.name}: {seconds:.0f} s")
+        written = written or outcome == "written"
+        same = "; page unchanged, kept as it was" if outcome == "same" else ""
+        print(f"[done] {job.name}: {seconds:.0f} s{same}")
     if failures:
         print(f"{len(failures)} notebook(s) failed: {', '.join(failures)}", file=sys.stderr)
+    if written and (html if html is not None else bool(only)) and build_html():
+        failures.append("html")
+        print("the HTML build failed; run `make html` to see why", file=sys.stderr)
     return len(failures)
 
 
@@ -279,6 +377,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.pipeline", description=__doc__)
     parser.add_argument("--only", nargs="+", metavar="NAME", help="parameter file names (stems)")
     parser.add_argument("--force", action="store_true", help="re-execute even when up to date")
+    parser.add_argument(
+        "--no-html",
+        action="store_true",
+        help="with --only: do not rebuild the book's HTML after the pages ran",
+    )
     parser.add_argument(
         "--dry-run",
         action="store_true",
@@ -298,7 +401,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise PipelineError(f"no parameter file {path.relative_to(layout().root)}")
             print(yaml.safe_dump(load_job(path).parameters, sort_keys=False), end="")
             return 0
-        return 1 if run(only=args.only, force=args.force, dry_run=args.dry_run) else 0
+        html = False if args.no_html else None
+        failed = run(only=args.only, force=args.force, dry_run=args.dry_run, html=html)
+        return 1 if failed else 0
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
