@@ -68,6 +68,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 MODEL_KEYS = ("base", "tuned", "model_ref")
 ORGANISM_PREFIX = "organism:"
+KIND = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+        list: "a list", dict: "a mapping"}  # fmt: skip
 
 
 class ParamFileError(ValueError):
@@ -180,7 +182,7 @@ def _check_type(path: Path, key: str, value: Any, default: Any) -> None:
     if value is None:
         if default is None or key in NULLABLE:
             return
-        raise _fail(path, f"parameters.{key} is null; give a {type(default).__name__}")
+        raise _fail(path, f"parameters.{key} is null; give {KIND.get(type(default), 'a value')}")
     if default is None:
         return
     want: tuple[type, ...] = (int, float) if isinstance(default, float) else (type(default),)
@@ -190,8 +192,8 @@ def _check_type(path: Path, key: str, value: Any, default: Any) -> None:
     if not ok:
         raise _fail(
             path,
-            f"parameters.{key} is {value!r} ({type(value).__name__}); the template expects a "
-            f"{type(default).__name__} like its default {default!r}",
+            f"parameters.{key} is {value!r}; the template expects {KIND.get(type(default), 'a value')} "
+            f"like its default {default!r}",
         )
     if isinstance(default, list) and default and value:
         for i, item in enumerate(value):
@@ -304,8 +306,7 @@ def _check_top_level(path: Path, spec: dict[str, Any]) -> None:
         if value is not None and not (
             isinstance(value, want) and not (isinstance(value, bool) and bool not in want)
         ):
-            names = " or ".join(t.__name__ for t in want)
-            raise _fail(path, f"{key} is {value!r}; it must be a {names}")
+            raise _fail(path, f"{key} is {value!r}; it must be {KIND[want[0]]}")
     for key in REQUIRED:
         if key not in spec:
             raise _fail(path, f"missing key '{key}'")
