@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from helpers import io, publish
 from helpers.backend import LOCAL, Local
+from helpers.cache_repair import read_or_none
 from helpers.eap import EdgeScores, concat, edge_scores
 from helpers.evaluation import (
     GenerationSettings,
@@ -241,8 +242,9 @@ def score_batch(
     if use_cache:
         folder = Path(cache_dir) if cache_dir is not None else layout().scores
         path = folder / f"{_batch_key(model, batch, positions, backend)}.pt"
-        if path.is_file():
-            return EdgeScores.load(path)
+        cached = read_or_none(path, EdgeScores.load) if path.is_file() else None
+        if cached is not None:
+            return cached
     device = backend.input_device(model)
     parts = []
     n = batch.input_ids.shape[0]

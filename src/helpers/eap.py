@@ -75,8 +75,10 @@ class EdgeScores:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> EdgeScores:
-        """Read what `save` wrote."""
-        return cls(**torch.load(path, weights_only=True))
+        """Read what `save` wrote; raises on a truncated file or non-finite content."""
+        out = cls(**torch.load(path, weights_only=True))
+        check_finite(out.scores, out.loss)
+        return out
 
 
 def concat(results: Sequence[EdgeScores]) -> EdgeScores:
@@ -248,6 +250,7 @@ def edge_scores(
             p.requires_grad_(flag)
         if training:
             module.train()
+    check_finite(scores, loss)
     return EdgeScores(
         scores=scores.cpu(),
         sources=graph.sources,
@@ -256,6 +259,27 @@ def edge_scores(
         loss=loss.cpu(),
         positions=positions,
     )
+
+
+class NonFiniteScores(FloatingPointError):
+    """EAP produced NaN or inf for some samples; `samples` are their indices in the batch."""
+
+    def __init__(self, message: str, samples: list[int]) -> None:
+        super().__init__(message)
+        self.samples = samples
+
+
+def check_finite(scores: torch.Tensor, loss: torch.Tensor) -> None:
+    """Raise NonFiniteScores, naming the samples, when a loss or a score is NaN or inf."""
+    bad = ~(torch.isfinite(loss) & torch.isfinite(scores).flatten(1).all(1))
+    if bool(bad.any()):
+        samples = bad.nonzero().flatten().tolist()
+        raise NonFiniteScores(
+            f"non-finite EAP loss or scores for samples {samples} of this batch (loss "
+            f"{loss[bad].tolist()}): check the weights for NaN/inf, or use float32/bfloat16 "
+            "instead of float16; nothing was cached",
+            samples,
+        )
 
 
 def score_batches(

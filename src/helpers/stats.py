@@ -289,6 +289,12 @@ def compare(
     pt = _prepare(
         t, hist_range=t_range, bins=bins, edges=edges, use_abs_diversity=use_abs_diversity
     )
+    for model, prepared, rng in (("base", pb, b_range), ("tuned", pt, t_range)):
+        if prepared.hist_counts.sum() == 0:  # as information_complexity itself refuses
+            raise M.MetricInputError(
+                f"no |W| value of {model} falls inside hist_range={rng}; widen the range or use "
+                "hist_range='shared'"
+            )
 
     m = multiplicities(resample_indices(b.n_samples, n_boot, seed), b.n_samples)
     eb, et = _point_and_boot(pb, m), _point_and_boot(pt, m)

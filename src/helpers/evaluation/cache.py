@@ -27,6 +27,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from helpers import io
+from helpers.cache_repair import read_or_none
 from helpers.paths import layout
 
 CACHE_FORMAT_VERSION = 1
@@ -193,7 +194,8 @@ class GenerationCache:
 
     def _read(self, parts: list[Path]) -> pd.DataFrame:
         files = ([self.path] if self.path.exists() else []) + parts
-        frames = [_normalise(pd.read_parquet(f)) for f in files]
+        read = (read_or_none(f, lambda f: _normalise(pd.read_parquet(f))) for f in files)
+        frames = [frame for frame in read if frame is not None]  # a corrupt file is recomputed
         if not frames:
             return pd.DataFrame({c: pd.Series(dtype=object) for c in COLUMNS})
         rows = pd.concat(frames, ignore_index=True)

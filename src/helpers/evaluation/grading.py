@@ -1,16 +1,21 @@
 """Grade answers: math-verify for the real datasets; tasks register graders of their own.
 
-Math-verify's timeouts use `signal.alarm`, which only works in the main thread (elsewhere it raises
-ValueError). `grade_answers` therefore grades in-process from the main thread, and from any other
-thread hands the whole list to a one-process pool, whose worker grades in its own main thread with
-the timeouts active. A timed-out parse or comparison counts as wrong; grading never hangs.
+Each answer gets one time budget for everything (parsing the answer and the gold, comparing),
+enforced by one `signal.setitimer` timer (main thread only; from any other thread the whole list
+goes to a one-process pool whose worker grades in its own main thread). Math-verify's own per-call
+alarms are off, so an answer cannot take twice its budget. The budget does not depend on what ran
+before: math-verify's and sympy's caches are cleared before each answer, after one warm-up grade
+that pays the imports. An answer that runs out of time is a `Grade(timed_out=True)`, not a wrong
+answer: callers do not cache it, so the next run grades it again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
+import signal
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -23,13 +28,58 @@ from helpers.evaluation.datasets import get_task, last_boxed
 
 @dataclass(frozen=True)
 class Grade:
-    """Whether an answer is correct, and the answer it was read as ("" when none was found)."""
+    """Whether an answer is correct, the answer it was read as ("" when none was found), and
+    whether grading ran out of time (then `correct` is False and the grade is not final)."""
 
     correct: bool
     pred: str
+    timed_out: bool = False
 
 
-def _parse_prediction(completion: str, timeout_s: int) -> list:
+class _OutOfTime(BaseException):
+    """Raised by the budget timer; a BaseException so math-verify's `except Exception` lets it by."""
+
+
+@contextlib.contextmanager
+def _budget(seconds: float) -> Iterator[None]:
+    """Raise _OutOfTime in this (main) thread when `seconds` of wall time have passed."""
+
+    def expire(signum: int, frame: object) -> None:
+        raise _OutOfTime
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+_WARM = False
+
+
+def _fresh_caches() -> None:
+    """Clear math-verify's and sympy's caches, once warmed up, so no answer is graded faster or
+    slower because of the answers graded before it."""
+    global _WARM
+    import math_verify.grader
+    import math_verify.parser
+    from sympy.core.cache import clear_cache
+
+    math_verify.parser.TIMEOUT_WARNING_SHOWN = True  # the budget below is the timeout
+    math_verify.grader.TIMEOUT_WARNING_SHOWN = True
+    if not _WARM:
+        _WARM = True
+        _grade_math_unbudgeted("\\boxed{\\frac{1}{2}}", "0.5")  # imports and parser set-up
+    for name in ("parse_latex_cached", "parse_expr_cached"):
+        cached = getattr(math_verify.parser, name, None)
+        if hasattr(cached, "cache_clear"):
+            cached.cache_clear()
+    clear_cache()
+
+
+def _parse_prediction(completion: str) -> list:
     """Parsed final answer: the last \\boxed{} first, then math-verify's anchors and fallbacks."""
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
 
@@ -38,38 +88,44 @@ def _parse_prediction(completion: str, timeout_s: int) -> list:
         parsed = parse(
             "\\boxed{" + boxed + "}",
             [LatexExtractionConfig(boxed_match_priority=0)],
-            parsing_timeout=timeout_s,
+            parsing_timeout=None,
         )
         if parsed:
             return parsed
     return parse(
-        completion,
-        [LatexExtractionConfig(), ExprExtractionConfig()],
-        parsing_timeout=timeout_s,
+        completion, [LatexExtractionConfig(), ExprExtractionConfig()], parsing_timeout=None
     )
 
 
-def _parse_gold(gold: str, timeout_s: int) -> list:
+def _parse_gold(gold: str) -> list:
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
 
     parsed = parse(
-        "$" + gold + "$",
-        [LatexExtractionConfig(), ExprExtractionConfig()],
-        parsing_timeout=timeout_s,
+        "$" + gold + "$", [LatexExtractionConfig(), ExprExtractionConfig()], parsing_timeout=None
     )
     return parsed or [gold]
 
 
-def grade_math(completion: str, gold: str, *, timeout_s: int = 5) -> Grade:
-    """Math-verify grade of `completion` against the gold answer string (main thread only)."""
+def _grade_math_unbudgeted(completion: str, gold: str) -> Grade:
     from math_verify import verify
 
-    pred = _parse_prediction(completion, timeout_s)
+    pred = _parse_prediction(completion)
     if not pred:
         return Grade(False, "")
-    correct = verify(_parse_gold(gold, timeout_s), pred, timeout_seconds=timeout_s)
+    correct = verify(_parse_gold(gold), pred, timeout_seconds=None)
     # parse returns [sympy object, matched string]; the string is the readable form.
     return Grade(bool(correct), str(pred[-1]))
+
+
+def grade_math(completion: str, gold: str, *, timeout_s: float = 5) -> Grade:
+    """Math-verify grade of `completion` against the gold answer, within `timeout_s` seconds in
+    all (main thread only); `Grade(timed_out=True)` when the budget runs out."""
+    _fresh_caches()
+    try:
+        with _budget(timeout_s):
+            return _grade_math_unbudgeted(completion, gold)
+    except _OutOfTime:
+        return Grade(False, "", timed_out=True)
 
 
 @dataclass(frozen=True)
@@ -104,7 +160,7 @@ register_grader(
 
 
 def _grade_all(
-    completions: Sequence[str], golds: Sequence[str], grader: str, timeout_s: int, progress: bool
+    completions: Sequence[str], golds: Sequence[str], grader: str, timeout_s: float, progress: bool
 ) -> list[Grade]:
     pairs = zip(completions, golds, strict=True)
     bar = tqdm(pairs, total=len(completions), desc=f"grading ({grader})", disable=not progress)
@@ -119,7 +175,7 @@ def grade_answers(
     golds: Sequence[str],
     *,
     grader: str = "math_verify",
-    timeout_s: int = 5,
+    timeout_s: float = 5,
     progress: bool = True,
 ) -> list[Grade]:
     """Grade each completion against its gold answer with a registered `grader`."""
@@ -129,8 +185,8 @@ def grade_answers(
         raise ValueError(f"unknown grader {grader!r}; choose one of {', '.join(GRADERS)}")
     if len(completions) != len(golds):
         raise ValueError(f"{len(completions)} completions but {len(golds)} gold answers")
-    if timeout_s < 1:
-        raise ValueError("timeout_s must be a whole number of seconds >= 1 (signal.alarm)")
+    if not timeout_s > 0:
+        raise ValueError(f"timeout_s must be a positive number of seconds, got {timeout_s}")
     completions, golds = list(completions), [str(g) for g in golds]
     main = threading.current_thread() is threading.main_thread()
     if not GRADERS[grader].main_thread_only or main:

@@ -13,6 +13,7 @@ import pandas as pd
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from helpers.backend import Local, get_backend
+from helpers.cache_repair import read_or_none
 from helpers.evaluation.cache import (
     CacheKey,
     GenerationCache,
@@ -290,9 +291,9 @@ def grade_cached(
         for i, t, g in zip(records["id"], records["text"], records["gold"], strict=True)
     ]
     stored: dict[tuple[str, str, str], Grade] = {}
-    if path.exists():
-        for row in pd.read_parquet(path).itertuples(index=False):
-            stored[(row.id, row.text_sha, row.gold)] = Grade(bool(row.correct), str(row.pred))
+    table = read_or_none(path, pd.read_parquet) if path.exists() else None
+    for row in table.itertuples(index=False) if table is not None else ():
+        stored[(row.id, row.text_sha, row.gold)] = Grade(bool(row.correct), str(row.pred))
     todo = [i for i, key in enumerate(keys) if key not in stored]
     if todo:
         new = grade_answers(
@@ -302,9 +303,14 @@ def grade_cached(
             progress=progress,
         )
         stored.update({keys[i]: grade for i, grade in zip(todo, new, strict=True)})
-        # Keep this call's rows and rows of ids it did not ask about; drop stale ones.
+        # Keep this call's rows and rows of ids it did not ask about; drop stale ones. A grade
+        # that timed out is not final: it is returned but not stored, so the next run retries it.
         current, asked = set(keys), {key[0] for key in keys}
-        kept = [(k, g) for k, g in stored.items() if k in current or k[0] not in asked]
+        kept = [
+            (k, g)
+            for k, g in stored.items()
+            if (k in current or k[0] not in asked) and not g.timed_out
+        ]
         table = pd.DataFrame(
             [(*k, g.correct, g.pred) for k, g in kept],
             columns=["id", "text_sha", "gold", "correct", "pred"],
@@ -338,5 +344,6 @@ def evaluate_model(
     grades = grade_cached(out, grader, grades_path, progress=bool(kwargs.get("progress", True)))
     out["correct"] = [g.correct for g in grades]
     out["pred"] = [g.pred for g in grades]
+    out["timed_out"] = [g.timed_out for g in grades]
     out.attrs["grades_path"] = str(grades_path)
     return out
