@@ -11,6 +11,8 @@ setup:
 
 ## The whole report: (re-)execute stale notebooks with papermill, then build the HTML book.
 ## A failing notebook is reported, the others' pages and the book are still built, and make fails.
+## `make book FORCE=1` re-executes every page, stale or not.
+PIPELINE_ARGS += $(if $(FORCE),--force)
 book: setup
 	@$(PY) -m helpers.pipeline $(PIPELINE_ARGS); status=$$?; $(MAKE) html && exit $$status
 

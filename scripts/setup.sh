@@ -5,13 +5,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# One line per step, before it starts, with what it installs and about how long it takes.
+step() { echo "setup: $*"; }
+start=$SECONDS
+
 VENV="${VENV:-.venv}"
 if [[ -n "${PYTHON:-}" ]]; then
     py="$PYTHON"
 elif [[ -n "${VIRTUAL_ENV:-}" ]]; then
     py="$VIRTUAL_ENV/bin/python"
 else
-    [[ -x "$VENV/bin/python" ]] || python3 -m venv "$VENV"
+    if [[ ! -x "$VENV/bin/python" ]]; then
+        step "creating the virtual environment $VENV (a few seconds)"
+        python3 -m venv "$VENV"
+    fi
     py="$VENV/bin/python"
 fi
 
@@ -24,13 +31,15 @@ fi
 
 pip=("$py" -m pip install --disable-pip-version-check -q)
 if ! "$py" -c 'import torch' 2>/dev/null; then
-    echo "setup: installing torch 2.13.0"
+    step "installing torch 2.13.0 into $py (a large download with its CUDA libraries on Linux: 1-3 minutes)"
     "${pip[@]}" torch==2.13.0
 fi
-echo "setup: installing the project and its extras"
 constraints=()
 if [[ -f constraints.txt && -z "${NO_CONSTRAINTS:-}" ]]; then constraints=(-c constraints.txt); fi
+step "installing the project and its extras (transformers, nnsight, trl, papermill, jupyter-book, ...)" \
+    "${constraints:+pinned by constraints.txt }(about 2 minutes the first time)"
 "${pip[@]}" -e ".[all]" "${constraints[@]}"
+step "registering the Jupyter kernel rl-circuitry that papermill runs notebooks in"
 "$py" -m ipykernel install --sys-prefix --name rl-circuitry --display-name "Python (rl-circuitry)" >/dev/null
 echo "$want" > "$stamp"
-echo "setup: done ($py)"
+echo "setup: done in $((SECONDS - start)) s ($py)"

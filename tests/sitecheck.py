@@ -135,6 +135,38 @@ def find_chromium() -> str | None:
     return None
 
 
+INSTALL_ENV = "RL_CIRCUITRY_INSTALL_CHROMIUM"
+APT_PACKAGES = ("chromium", "fonts-liberation")
+INSTALL_COMMAND = f"sudo apt-get install -y {' '.join(APT_PACKAGES)}"
+
+
+def _apt_install() -> str | None:
+    """apt-get install Debian's chromium (asked for with $RL_CIRCUITRY_INSTALL_CHROMIUM=1, as root)."""
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        return None
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *APT_PACKAGES]
+    for cmd in (["apt-get", "update", "-qq"], install):
+        if subprocess.run(cmd, env=env, capture_output=True, timeout=900, check=False).returncode:
+            return None
+    return find_chromium()
+
+
+def chromium_or_reason() -> tuple[str | None, str]:
+    """A browser to use, or None and why (naming the install command). System packages are
+    installed only when $RL_CIRCUITRY_INSTALL_CHROMIUM=1 asks for it."""
+    if (named := os.environ.get("CHROMIUM")) and find_chromium() is None:
+        return None, f"$CHROMIUM={named} is not an executable browser"
+    if exe := find_chromium():
+        return exe, ""
+    if os.environ.get(INSTALL_ENV) == "1" and (exe := _apt_install()):
+        return exe, ""
+    return None, (
+        f"no headless Chromium: install one (`{INSTALL_COMMAND}`), point $CHROMIUM at a "
+        f"Chrome/Chromium binary, or set {INSTALL_ENV}=1 to let this test install it as root"
+    )
+
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass

@@ -6,8 +6,9 @@ opened (the root plus, first, executed notebooks from the TOC): each must have t
 <title>, no broken image, no failed same-origin request, and on notebook pages a visible
 provenance block at the top and no visible injected-parameters cell.
 
-Run: ``.venv/bin/python -m pytest -m slow tests/test_book_site.py``. Chromium comes from Debian's
-``chromium`` package (installed here when missing and running as root) or ``$CHROMIUM``.
+Run: ``.venv/bin/python -m pytest -m slow tests/test_book_site.py``. Chromium is whichever one is on
+PATH or ``$CHROMIUM``; without one the tests skip with the install command, and install Debian's
+``chromium`` themselves only when ``RL_CIRCUITRY_INSTALL_CHROMIUM=1`` (as root).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from sitecheck import Browser, PageReport, find_chromium, screenshot, serve_directory
+from sitecheck import Browser, PageReport, chromium_or_reason, screenshot, serve_directory
 
 pytestmark = pytest.mark.slow
 
@@ -149,38 +150,11 @@ def built_site(tmp_path_factory: pytest.TempPathFactory) -> BuiltSite:
     return BuiltSite(html=out / "_build" / "html", seconds=time.perf_counter() - start, log=log)
 
 
-def _install_chromium() -> str | None:
-    """apt-get install Debian's chromium when we may (root, apt present); its path, or None."""
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        return None
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (
-        ["apt-get", "update", "-qq"],
-        [
-            "apt-get",
-            "install",
-            "-y",
-            "-qq",
-            "--no-install-recommends",
-            "chromium",
-            "fonts-liberation",
-        ],
-    ):
-        if subprocess.run(cmd, env=env, capture_output=True, timeout=900, check=False).returncode:
-            return None
-    return find_chromium()
-
-
 @pytest.fixture(scope="session")
 def chromium() -> str:
-    if (named := os.environ.get("CHROMIUM")) and find_chromium() is None:
-        pytest.skip(f"$CHROMIUM={named} is not an executable browser")
-    exe = find_chromium() or _install_chromium()
+    exe, reason = chromium_or_reason()
     if exe is None:
-        pytest.skip(
-            "no headless Chromium: install Debian's `chromium` (apt-get install chromium; done "
-            "automatically when running as root) or point $CHROMIUM at a Chrome/Chromium binary"
-        )
+        pytest.skip(reason)
     return exe
 
 
