@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import nbformat
@@ -44,14 +46,30 @@ def _errors(nb: nbformat.NotebookNode) -> list[str]:
     ]
 
 
+def _git_status() -> str:
+    return subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_template_executes(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run by hand (papermill, as the README shows), a template leaves `git status` as it was:
+    a pair page's tables go to data/scratch, which its first output line names (issue 13)."""
     import papermill as pm
 
     from helpers.pipeline import kernel_name
 
-    # results of the test pair go to a temporary folder, not into data/results
-    monkeypatch.setenv("RL_CIRCUITRY_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.delenv("RL_CIRCUITRY_RESULTS_DIR", raising=False)
+    monkeypatch.delenv("RL_CIRCUITRY_STAGING", raising=False)
+    before = _git_status()
+    published = sorted((REPO / "data" / "results").rglob("*"))
+    scratch = REPO / "data" / "scratch" / "test_pair"
+    existing = set(scratch.iterdir()) if scratch.is_dir() else set()
     out = tmp_path / f"{name}.ipynb"
     pm.execute_notebook(
         str(REPO / "notebooks" / f"{name}.ipynb"),
@@ -71,5 +89,15 @@ def test_template_executes(name: str, tmp_path: Path, monkeypatch: pytest.Monkey
         for o in c.get("outputs", [])
     )
     assert images >= {"pair_analysis": 5, "faithfulness": 1, "organisms": 4}[name]
+    assert _git_status() == before
+    assert sorted((REPO / "data" / "results").rglob("*")) == published
     if name == "pair_analysis":
-        assert (tmp_path / "results" / "test_pair" / "metrics.csv").is_file()
+        [folder] = set(scratch.iterdir()) - existing
+        try:
+            first = next(o for c in nb.cells for o in c.get("outputs", []) if "text" in o)
+            assert first["text"].startswith(
+                f"Scratch run: this notebook's tables go to data/scratch/test_pair/{folder.name}/"
+            )
+            assert (folder / "metrics.csv").is_file()
+        finally:
+            shutil.rmtree(folder)

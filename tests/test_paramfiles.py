@@ -20,10 +20,12 @@ GOOD = (REPO / "notebooks" / "params" / "organism_grpo.yml").read_text()
 
 @pytest.fixture
 def params(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A copy of the committed parameter files; executing anything fails the test."""
-    folder = tmp_path / "params"
-    shutil.copytree(REPO / "notebooks" / "params", folder)
-    monkeypatch.setattr(pipeline, "PARAMS_DIR", folder)
+    """A repository copy (templates, parameter files; organisms linked); nothing may execute."""
+    shutil.copytree(REPO / "notebooks", tmp_path / "notebooks")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "organisms").symlink_to(REPO / "data" / "organisms")
+    monkeypatch.setenv("RL_CIRCUITRY_ROOT", str(tmp_path))
+    folder = tmp_path / "notebooks" / "params"
 
     def no_execution(*args, **kwargs):
         raise AssertionError("a bad parameter file reached execution")
@@ -130,7 +132,11 @@ def test_case11_misspelled_keys_get_did_you_mean(params: Path, capsys) -> None:
             "inputs: data/organisms",
             "inputs is 'data/organisms'; it must be a list",
         ),
-        ("n_items: 500", "n_items: 0", "parameters.n_items = 0 is outside [1, inf]"),
+        (
+            "n_items: 500",
+            "n_items: 0",
+            "parameters: n_items must be a positive integer or null, got 0",
+        ),
         (
             "n_items: 500",
             "n_items: many",
@@ -139,9 +145,13 @@ def test_case11_misspelled_keys_get_did_you_mean(params: Path, capsys) -> None:
         (
             "alphas: [0.1, 0.3, 0.5, 0.8]",
             "alphas: [0.1, 3]",
-            "parameters.alphas[1] = 3 is outside (0, 1]",
+            "alphas must be a non-empty list of numbers in (0, 1], got (0.1, 3)",
         ),
-        ("alphas: [0.1, 0.3, 0.5, 0.8]", "alphas: []", "parameters.alphas is empty"),
+        (
+            "alphas: [0.1, 0.3, 0.5, 0.8]",
+            "alphas: []",
+            "alphas must be a non-empty list of numbers in (0, 1], got ()",
+        ),
         (
             'tuned: "organism:grpo"',
             'tuned: "organism:grpo-typo"',
@@ -155,7 +165,7 @@ def test_case11_misspelled_keys_get_did_you_mean(params: Path, capsys) -> None:
         (
             "template: organism",
             "template: organism\n  positions: some",
-            "parameters.positions = 'some'; choose one of ['all', 'labelled']",
+            "positions 'some' unknown; choose one of ['all', 'labelled']",
         ),
     ],
 )

@@ -87,8 +87,6 @@ def test_case6_force_recomputes_everything_and_is_documented() -> None:
 
 
 def test_case6_only_rebuilds_the_html(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from helpers import publish
-
     (tmp_path / "notebooks" / "params").mkdir(parents=True)
     (tmp_path / "book").mkdir()
     import nbformat
@@ -99,10 +97,7 @@ def test_case6_only_rebuilds_the_html(tmp_path: Path, monkeypatch: pytest.Monkey
     (tmp_path / "notebooks" / "params" / "a.yml").write_text(
         "notebook: tiny\noutput: book/a.ipynb\nparameters: {x: 2}\n"
     )
-    for module, name in ((pipeline, "REPO"), (publish, "REPO")):
-        monkeypatch.setattr(module, name, tmp_path)
-    monkeypatch.setattr(pipeline, "TEMPLATES_DIR", tmp_path / "notebooks")
-    monkeypatch.setattr(pipeline, "PARAMS_DIR", tmp_path / "notebooks" / "params")
+    monkeypatch.setenv("RL_CIRCUITRY_ROOT", str(tmp_path))
     built: list[int] = []
     monkeypatch.setattr(pipeline, "build_html", lambda: built.append(1) or 0)
     assert pipeline.main(["--only", "a"]) == 0
