@@ -17,6 +17,7 @@ import difflib
 import keyword
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,9 +140,13 @@ def _fail(path: Path, message: str) -> ParamFileError:
     return ParamFileError(f"{path}: {message}")
 
 
-def _suggest(key: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    return f"did you mean '{close[0]}'? " if close else ""
+def _check_known(path: Path, what: str, key: str, known: Mapping[str, Any]) -> None:
+    """Raise for a key nobody reads, with the closest known one ("did you mean")."""
+    if key in known:
+        return
+    close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    raise _fail(path, f"unknown {what}; {hint}known: {sorted(known)}")
 
 
 def check_plain(path: Path, where: str, value: Any) -> None:
@@ -259,12 +264,7 @@ def check_parameters(path: Path, params: dict[str, Any], template: Path, repo: P
     pair_page = {"pair", "base", "tuned"} <= set(defaults)
     for key, value in params.items():
         check_key(path, "parameters", key)
-        if key not in defaults:
-            raise _fail(
-                path,
-                f"unknown parameter '{key}' for template {template.name}; "
-                f"{_suggest(key, sorted(defaults))}known: {sorted(defaults)}",
-            )
+        _check_known(path, f"parameter '{key}' for template {template.name}", key, defaults)
         check_plain(path, f"parameters.{key}", value)
         _check_type(path, key, value, defaults[key])
         if not pair_page:
@@ -295,12 +295,7 @@ def _check_pair(path: Path, pair: Any) -> None:
 def _check_top_level(path: Path, spec: dict[str, Any]) -> None:
     for key, value in spec.items():
         check_key(path, "the top level", key)
-        if key not in TOP_LEVEL:
-            raise _fail(
-                path,
-                f"unknown key '{key}'; {_suggest(key, sorted(TOP_LEVEL))}"
-                f"known: {sorted(TOP_LEVEL)}",
-            )
+        _check_known(path, f"key '{key}'", key, TOP_LEVEL)
         check_plain(path, key, value)
         want = TOP_LEVEL[key]
         if value is not None and not (
@@ -332,18 +327,3 @@ def check_file(path: Path, spec: Any, *, repo: Path, templates_dir: Path) -> Che
         raise _fail(path, f"stage = {stage} is outside [0, 99] (9 runs last, after the pairs)")
     check_parameters(path, spec.get("parameters") or {}, template, repo)
     return CheckedFile(path=path, spec=spec, template=template, output=output, inputs=inputs)
-
-
-def check_unique(files: list[CheckedFile]) -> None:
-    """No two parameter files write the same page or the same results folder."""
-    for attr in ("output", "pair"):
-        seen: dict[Any, Path] = {}
-        for f in files:
-            value = f.output if attr == "output" else f.parameters.get("pair")
-            if value is None:
-                continue
-            if value in seen:
-                raise ParamFileError(
-                    f"{seen[value]} and {f.path} both write {attr} {value}; give each its own"
-                )
-            seen[value] = f.path

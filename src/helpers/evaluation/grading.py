@@ -73,9 +73,9 @@ def _fresh_caches() -> None:
         _WARM = True
         _grade_math_unbudgeted("\\boxed{\\frac{1}{2}}", "0.5")  # imports and parser set-up
     for name in ("parse_latex_cached", "parse_expr_cached"):
-        cached = getattr(math_verify.parser, name, None)
-        if hasattr(cached, "cache_clear"):
-            cached.cache_clear()
+        clear = getattr(getattr(math_verify.parser, name, None), "cache_clear", None)
+        if callable(clear):
+            clear()
     clear_cache()
 
 
