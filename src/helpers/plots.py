@@ -15,7 +15,42 @@ from matplotlib.ticker import MaxNLocator
 from helpers import metrics as M
 
 sns.set_theme(style="whitegrid", context="notebook")
-BASE_TUNED = ("#4C72B0", "#DD8452")
+# One palette per meaning. Algorithms: Okabe-Ito colours (distinguishable with any colour-vision
+# deficiency), fixed per algorithm so every page colours GRPO alike. Base vs tuned: grey against
+# reddish purple, a pair no algorithm uses. White figure backgrounds keep the dark theme legible.
+ALGORITHM_COLORS: dict[str, str] = {
+    "SFT": "#E69F00",  # orange
+    "EI": "#56B4E9",  # sky blue
+    "DPO": "#009E73",  # bluish green
+    "PPO": "#D55E00",  # vermillion
+    "GRPO": "#0072B2",  # blue
+    "RLVR (PPO)": "#D55E00",
+}
+OTHER_ALGORITHM_COLOR = "#F0E442"  # yellow: an algorithm the report does not know yet
+BASE_TUNED = ("#8C8C8C", "#CC79A7")
+plt.rcParams.update({"figure.facecolor": "white", "savefig.facecolor": "white"})
+
+
+def algorithm_palette(algorithms: Sequence[str]) -> dict[str, str]:
+    """The fixed colour of each algorithm (unknown ones share yellow), for seaborn's ``palette=``."""
+    return {a: ALGORITHM_COLORS.get(a, OTHER_ALGORITHM_COLOR) for a in algorithms}
+
+
+def with_caption(fig, text: str):
+    """Attach the caption a page shows under the figure: what to look at, in one or two lines."""
+    fig.caption = text
+    return fig
+
+
+def show(fig, caption: str | None = None) -> None:
+    """Display a figure and, under it, its caption (``caption`` or the figure's default)."""
+    from IPython.display import Markdown, display
+
+    display(fig)
+    text = caption if caption is not None else getattr(fig, "caption", "")
+    if text:
+        display(Markdown(f"*{text}*"))
+    plt.close(fig)
 
 
 def relative_change_heatmap(base: Any, tuned: Any, *, title: str = "", clip: float = 1.0):
@@ -39,7 +74,10 @@ def relative_change_heatmap(base: Any, tuned: Any, *, title: str = "", clip: flo
     cbar.set_label(f"relative change of mean |W| (clipped at ±{lim:.2g})")
     ax.set_title(title or "Per-edge relative change, tuned vs base", fontsize=11)
     fig.tight_layout()
-    return fig
+    return with_caption(
+        fig,
+        "Red cells: edges whose mean |W| grew after post-training; blue: shrank; blank: edges the graph does not have. Look for rows or columns that change together (a node gaining or losing influence) rather than single cells.",
+    )
 
 
 def score_distributions(base: Any, tuned: Any, *, labels: Sequence[str] = ("base", "tuned")):
@@ -69,7 +107,10 @@ def score_distributions(base: Any, tuned: Any, *, labels: Sequence[str] = ("base
     axes[1].set_ylabel("fraction of edge scores ≤ x")
     axes[1].set_title("Empirical CDF")
     fig.tight_layout()
-    return fig
+    return with_caption(
+        fig,
+        "A shift of the tuned curve to the left means smaller edge scores overall; a narrower curve means attribution concentrated on fewer edges.",
+    )
 
 
 def node_entropy_bars(base: Any, tuned: Any, *, labels: Sequence[str] = ("base", "tuned")):
@@ -84,7 +125,10 @@ def node_entropy_bars(base: Any, tuned: Any, *, labels: Sequence[str] = ("base",
     ax.set_title("How evenly each node spreads attribution over its outgoing edges")
     ax.tick_params(axis="x", rotation=90, labelsize=8)
     fig.tight_layout()
-    return fig
+    return with_caption(
+        fig,
+        "Higher bars: the node spreads its attribution over more of its outgoing edges. Compare base and tuned node by node.",
+    )
 
 
 def intensity_by_layer(base: Any, tuned: Any, *, labels: Sequence[str] = ("base", "tuned")):
@@ -102,26 +146,32 @@ def intensity_by_layer(base: Any, tuned: Any, *, labels: Sequence[str] = ("base"
     axes[0].set_title("Intensity of a layer's outgoing edges")
     axes[1].set_title("Intensity of a layer's incoming edges")
     fig.tight_layout()
-    return fig
+    return with_caption(
+        fig,
+        "Where intensity changes: a gap between the lines at one layer says post-training changed that layer's edges more than the others.",
+    )
 
 
 def metric_intervals(table: pd.DataFrame, *, title: str = ""):
     """Relative change of each metric with its bootstrap 95% interval, coloured by the study's claim."""
     t = table.reset_index(drop=True)
     fig, ax = plt.subplots(figsize=(7, 0.5 * len(t) + 1.2))
-    colors = ["#2ca02c" if m else "#d62728" for m in t["matches_claim"]]
+    faces = ["black" if m else "white" for m in t["matches_claim"]]
     y = np.arange(len(t))
     lo = 100 * (t["rel_change"] - t["rel_ci_low"])
     hi = 100 * (t["rel_ci_high"] - t["rel_change"])
     ax.errorbar(100 * t["rel_change"], y, xerr=[lo, hi], fmt="none", ecolor="grey", capsize=3)
-    ax.scatter(100 * t["rel_change"], y, c=colors, zorder=3)
+    ax.scatter(100 * t["rel_change"], y, c=faces, edgecolors="black", zorder=3)
     ax.axvline(0, color="black", lw=0.8)
     ax.set_yticks(y, [f"{m} (claim: {c})" for m, c in zip(t["metric"], t["claimed"], strict=True)])
     ax.set_xlabel("relative change, tuned vs base (%), with bootstrap 95% interval")
     ax.set_ylabel("metric")
-    ax.set_title(title or "Change of each metric (green: in the study's direction)")
+    ax.set_title(title or "Change of each metric (filled: in the study's direction)")
     fig.tight_layout()
-    return fig
+    return with_caption(
+        fig,
+        "Filled markers: the change goes the way the study reports for online RL; hollow: the other way. An interval that crosses zero is a change we cannot tell from noise.",
+    )
 
 
 def training_curves(histories: Mapping[str, pd.DataFrame], columns: Sequence[str]):
@@ -138,7 +188,10 @@ def training_curves(histories: Mapping[str, pd.DataFrame], columns: Sequence[str
     if handles:
         fig.legend(handles, names, loc="upper center", ncol=len(names), bbox_to_anchor=(0.5, 1.08))
     fig.tight_layout()
-    return fig
+    return with_caption(
+        fig,
+        "The training signal of each run against its step; a flat curve late in training means the run converged.",
+    )
 
 
 def accuracy_bars(frame: pd.DataFrame, columns: Sequence[str], *, k: int | None = None):
@@ -152,7 +205,10 @@ def accuracy_bars(frame: pd.DataFrame, columns: Sequence[str], *, k: int | None 
     ax.set_ylim(0, 100)
     ax.set_title("Accuracy on the held-out split" + (f" (k = {k})" if k else ""))
     fig.tight_layout()
-    return fig
+    return with_caption(
+        fig,
+        "How often each model solves a held-out problem; the gap between greedy pass@1 and pass@k is what sampling adds.",
+    )
 
 
 def format_shares(frame: pd.DataFrame, formats: Sequence[str], *, x: str = "model"):
@@ -170,7 +226,10 @@ def format_shares(frame: pd.DataFrame, formats: Sequence[str], *, x: str = "mode
     ax.legend(title="format", bbox_to_anchor=(1.01, 1), loc="upper left")
     ax.set_title("Solution format of the greedy answers")
     fig.tight_layout()
-    return fig
+    return with_caption(
+        fig,
+        "Which solution format each model writes; a bar of one colour is a model that collapsed onto one format.",
+    )
 
 
 def dynamics(frame: pd.DataFrame, metrics: Sequence[str], *, run_col: str = "run"):
@@ -185,7 +244,10 @@ def dynamics(frame: pd.DataFrame, metrics: Sequence[str], *, run_col: str = "run
         ax.set_ylabel(metric.replace("_", " "))
         ax.set_title(metric.replace("_", " "))
     fig.tight_layout()
-    return fig
+    return with_caption(
+        fig,
+        "Each metric along training: the step at which a line leaves its starting value says when post-training began to change the attribution.",
+    )
 
 
 def faithfulness_scatter(eap: np.ndarray, exact: np.ndarray, *, title: str = ""):
@@ -202,4 +264,73 @@ def faithfulness_scatter(eap: np.ndarray, exact: np.ndarray, *, title: str = "")
     ax.set_title(title or "EAP against exact edge ablation")
     ax.legend()
     fig.tight_layout()
-    return fig
+    return with_caption(
+        fig,
+        "Points on the dashed diagonal: EAP's linear estimate equals the exact effect of ablating the edge; points far off it are edges where the linear approximation fails.",
+    )
+
+
+def _shade_claimed_side(ax, claim: str) -> None:
+    """Grey background on the side of zero the study reports for online RL ("up" or "down")."""
+    left, right = ax.get_xlim()
+    left, right = min(left, 0.0), max(right, 0.0)
+    if claim == "up":
+        ax.axvspan(0, right, color="#EDEDED", zorder=0)
+    elif claim == "down":
+        ax.axvspan(left, 0, color="#EDEDED", zorder=0)
+    ax.set_xlim(left, right)
+
+
+def forest(table: pd.DataFrame, *, title: str = ""):
+    """Results at a glance: relative change with its interval, one panel per metric.
+
+    ``table`` has one row per (metric, algorithm, control) with ``rel_change``, ``rel_ci_low``,
+    ``rel_ci_high`` (fractions) and optionally ``claimed`` ("up"/"down"); rows keep table order.
+    """
+    metrics = list(dict.fromkeys(table["metric"]))
+    rows = list(dict.fromkeys(zip(table["algorithm"], table["control"], strict=True)))
+    controls = list(dict.fromkeys(table["control"]))
+    markers = dict(zip(controls, "osD^v<>", strict=False))
+    ncols = min(3, len(metrics))
+    nrows = -(-len(metrics) // ncols)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(4.1 * ncols, 0.32 * len(rows) * nrows + 1.4 * nrows), squeeze=False
+    )
+    y_of = {row: len(rows) - 1 - i for i, row in enumerate(rows)}
+    for ax, metric in zip(axes.flat, metrics, strict=False):
+        part = table[table["metric"] == metric]
+        for _, r in part.iterrows():
+            y = y_of[(r["algorithm"], r["control"])]
+            color = ALGORITHM_COLORS.get(r["algorithm"], OTHER_ALGORITHM_COLOR)
+            ax.plot([100 * r["rel_ci_low"], 100 * r["rel_ci_high"]], [y, y], color=color, lw=2)
+            ax.scatter(
+                100 * r["rel_change"],
+                y,
+                color=color,
+                marker=markers[r["control"]],
+                edgecolors="black",
+                linewidths=0.6,
+                zorder=3,
+                s=36,
+            )
+        ax.axvline(0, color="black", lw=0.8)
+        claim = part["claimed"].iloc[0] if "claimed" in part else ""
+        _shade_claimed_side(ax, claim)
+        ax.set_title(
+            metric.replace("_", " ") + (f" (study: {claim})" if claim else ""), fontsize=10
+        )
+        ax.set_xlabel("relative change, tuned vs base (%)")
+        ax.set_yticks(list(y_of.values()), [f"{a} · {c}" for a, c in y_of])
+        ax.set_ylabel("algorithm · control" if ax.get_subplotspec().is_first_col() else "")
+        ax.tick_params(axis="y", labelsize=8)
+    for ax in list(axes.flat)[len(metrics) :]:
+        ax.axis("off")
+    fig.suptitle(title or "Results at a glance: change of each metric with its 95% interval")
+    fig.tight_layout()
+    return with_caption(
+        fig,
+        "Each line is one algorithm's change from the base with its bootstrap 95% interval; the "
+        "grey side of zero is the direction the study reports for online RL. "
+        "Look at which side of zero each interval lies and whether online RL (PPO, GRPO) and DPO "
+        "fall on different sides, under the raw metric and under each control.",
+    )
