@@ -90,6 +90,16 @@ def derive(metrics: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _table_facts(metrics: pd.DataFrame) -> dict[str, Any]:
+    """What the tables cover: ``table.n_pairs``, ``table.n_settings``, ``table.alphas``."""
+    alphas = sorted(metrics["alpha"].unique())
+    return {
+        "table.n_pairs": int(metrics["pair"].nunique()),
+        "table.n_settings": int(len(metrics.groupby(["pair", "alpha"]))),
+        "table.alphas": ", ".join(f"{a:g}" for a in alphas),
+    }
+
+
 @dataclass(frozen=True)
 class Findings:
     """The result tables (long metric rows) and facts (dotted keys) that prose numbers come from."""
@@ -108,7 +118,10 @@ class Findings:
         sources += [
             (f"organism.{p.parent.name}", p) for p in sorted(organisms.glob("*/metadata.json"))
         ]
-        return cls(metrics=metrics, facts=_read_json_facts(sources))
+        facts = _read_json_facts(sources)
+        if not metrics.empty:
+            facts.update(_table_facts(metrics))
+        return cls(metrics=metrics, facts=facts)
 
     def value(self, query: str) -> str:
         """The reading text of one query (see the module docstring)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -114,15 +115,12 @@ def answer(findings: Findings) -> str:
 
 def readme_findings(findings: Findings) -> str:
     """The README's findings paragraph: the answer, the scope, and where the details are."""
-    pairs = findings.metrics["pair"].nunique()
-    settings = len(findings.metrics.groupby(["pair", "alpha"]))
     scope = (
-        f"On the project's organisms ({pairs} pairs post-trained from one base, {settings} "
-        "settings of the loss window): "
+        f"Measured on the project's organisms: {num('table.n_pairs')} pairs post-trained from one "
+        f"base, {num('table.n_settings')} settings of the loss window. "
     )
-    return render_plain(scope + answer(findings), findings) + (
-        " Details: the book's summary and discussion chapters."
-    )
+    text = render_plain(scope + answer(findings), findings)
+    return textwrap.fill(text + " Details: the book's summary and discussion chapters.", width=100)
 
 
 GENERATORS: dict[str, Callable[[Findings], str]] = {"answer": answer}

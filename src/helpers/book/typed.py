@@ -17,7 +17,7 @@ _STRIP = [
     re.compile(r"\{[\w:-]+\}`[^`]*`"),  # roles: {num}`...`, {cite:p}`...`, {doc}`...`
     re.compile(r"`[^`]*`"),  # inline code
     re.compile(r"\$\$.*?\$\$", re.S),  # display math
-    re.compile(r"\$[^$\n]+\$"),  # inline math
+    re.compile(r"\$[^$]+?\$"),  # inline math (may wrap a line)
     re.compile(r"\]\([^)]*\)"),  # link targets
     re.compile(r"<[^>]+>"),  # HTML tags
     re.compile(r"^\(\w[\w-]*\)=\s*$", re.M),  # MyST labels

@@ -1,0 +1,239 @@
+"""Every prose number comes from the result tables: no typed numbers, README in step, prose follows data.
+
+The prose of the landing page, the discussion, the summary template and the README findings is
+checked for numbers no ``{num}`` role, code span or math accounts for; every role must resolve on
+today's tables; and on synthetic tables a change of one number must change the generated text.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers.book import findings as F
+from helpers.book import prose
+from helpers.book.typed import typed_numbers
+
+REPO = Path(__file__).resolve().parents[1]
+PROSE_PAGES = ("book/intro.md", "book/discussion.md")
+PROSE_TEMPLATES = ("notebooks/summary.ipynb",)
+MINUS = F.MINUS
+
+
+def _markdown_of(path: Path) -> str:
+    if path.suffix == ".ipynb":
+        nb = nbformat.read(path, as_version=4)
+        return "\n\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    return path.read_text(encoding="utf-8")
+
+
+def synthetic_findings(change: dict[tuple[str, str, float], float] | None = None) -> F.Findings:
+    """Tables for SFT, DPO, PPO and GRPO at two alphas; ``change`` overrides rel_change cells."""
+    rows = []
+    claims = {"intensity": "up", "diversity": "up", "kurtosis": "down"}
+    rng = np.random.default_rng(0)
+    for algo, alpha, (metric, claimed) in itertools.product(
+        ("SFT", "DPO", "PPO", "GRPO"), (0.1, 0.5), claims.items()
+    ):
+        rel = (change or {}).get((algo, metric, alpha), float(rng.uniform(-0.5, 0.5)))
+        base, loss_base = 2.0, 0.5
+        rows.append(
+            {
+                "pair": f"organism_{algo.lower()}",
+                "algorithm": algo,
+                "alpha": alpha,
+                "metric": metric,
+                "base": base,
+                "tuned": base * (1 + rel),
+                "rel_change": rel,
+                "rel_ci_low": rel - 0.05,
+                "rel_ci_high": rel + 0.05,
+                "ci_excludes_zero": abs(rel) > 0.05,
+                "claimed": claimed,
+                "matches_claim": (rel > 0) == (claimed == "up"),
+                "loss_base": loss_base,
+                "loss_tuned": loss_base * (0.4 if algo in ("PPO", "GRPO") else 0.9),
+            }
+        )
+    metrics = F.derive(pd.DataFrame(rows))
+    facts = {"organism.base.evaluation.greedy_pass1": 0.592, "organism.base.n_parameters": 866688}
+    facts.update(F._table_facts(metrics))
+    return F.Findings(metrics=metrics, facts=facts)
+
+
+# --- the engine: queries, formats, errors -------------------------------------------------------
+
+
+def test_queries_read_the_rows_they_name() -> None:
+    f = synthetic_findings({("GRPO", "intensity", 0.5): -0.8321, ("PPO", "intensity", 0.5): -0.75})
+    assert f.value("intensity GRPO alpha=0.5") == f"{MINUS}83%"
+    assert f.value("intensity PPO GRPO alpha=0.5") == f"{MINUS}83% to {MINUS}75%"
+    assert f.value("intensity GRPO alpha=0.5 agg=ci") == f"{MINUS}83% [{MINUS}88%, {MINUS}78%]"
+    assert f.value("intensity PPO GRPO alpha=0.5 col=contradicts agg=frac") == "2 of 2"
+    assert f.value("intensity GRPO alpha=0.5 col=base") == "2"
+    assert f.value("intensity GRPO col=loss_change alpha=0.5") == f"{MINUS}60%"
+    assert f.value("organism.base.evaluation.greedy_pass1") == "59%"
+    assert f.value("organism.base.n_parameters") == "866688"
+    assert f.value("table.n_pairs") == "4" and f.value("table.alphas") == "0.1, 0.5"
+
+
+@pytest.mark.parametrize(
+    ("value", "fmt", "text"),
+    [
+        (-0.8328, "pct+", f"{MINUS}83%"),
+        (0.0604, "pct+", "+6.0%"),
+        (0.0064, "pct+", "+0.64%"),
+        (0.592, "pct", "59%"),
+        (1.234567, "g", "1.23"),
+        (-0.000123456, "g", f"{MINUS}0.000123"),
+        (41.6, "int", "42"),
+        (float("nan"), "g", "n/a"),
+    ],
+)
+def test_numbers_read_at_three_significant_digits_or_whole_percents(value, fmt, text) -> None:
+    assert F.format_number(value, fmt) == text
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("intensty GRPO", "unknown metric or fact 'intensty'"),
+        ("intensity XPO", "unknown algorithm(s) ['XPO']"),
+        ("intensity GRPO alpha=0.7", "no rows for"),
+        ("intensity GRPO col=nope", "no column 'nope'"),
+        ("intensity GRPO agg=sum", "agg=sum is not one of"),
+        ("intensity PPO GRPO agg=one", "agg=one but 4 rows match"),
+        ("organism.base.evaluation.greedy_pass2", "unknown fact"),
+    ],
+)
+def test_bad_queries_name_what_exists(query: str, message: str) -> None:
+    with pytest.raises(F.FindingError, match=None) as err:
+        synthetic_findings().value(query)
+    assert message in str(err.value)
+
+
+# --- the pages: no typed number, every role resolves on today's tables -------------------------
+
+
+def test_detector_flags_typed_numbers_and_spares_data_code_math_and_names() -> None:
+    text = (
+        "Intensity fell by 75% (and 0.5 nats), but {num}`intensity GRPO` is data, `n = 3` is code,\n"
+        "$\\alpha = 0.5$ and $\\langle a,\n b \\rangle = 0$ are math; 7B, pass@8, Qwen2.5, GSM8K,\n"
+        "MATH-500, Table 1 and the 95% interval are names.\n\n1. a list item\n"
+    )
+    assert typed_numbers(text) == ["75%", "0.5"]
+
+
+@pytest.mark.parametrize("page", PROSE_PAGES + PROSE_TEMPLATES)
+def test_prose_has_no_hand_typed_number(page: str) -> None:
+    typed = typed_numbers(_markdown_of(REPO / page))
+    assert typed == [], (
+        f"{page} types numbers by hand: {typed}; quote them from the tables with "
+        "{num}`<metric> <ALGORITHMS> col=... agg=...` (helpers/book/findings.py)"
+    )
+
+
+def test_readme_findings_are_generated_text() -> None:
+    block = prose.current_readme_block()
+    assert typed_numbers(block.replace(prose.BEGIN, "").replace(prose.END, "")) != [], (
+        "the README findings block has no numbers at all: is it empty?"
+    )
+
+
+@pytest.fixture(scope="module")
+def today() -> F.Findings:
+    found = F.Findings.load()
+    if found.metrics.empty:
+        pytest.skip("no result tables under data/results: run `python -m helpers.pipeline` first")
+    return found
+
+
+@pytest.mark.parametrize("page", PROSE_PAGES + PROSE_TEMPLATES)
+def test_every_role_resolves_on_todays_tables(page: str, today: F.Findings) -> None:
+    text = _markdown_of(REPO / page)
+    rendered = prose.render_plain(text, today)
+    assert "{num}" not in rendered
+
+
+def test_readme_block_equals_the_tables(today: F.Findings) -> None:
+    assert prose.current_readme_block() == prose.readme_block(today), (
+        "README.md's findings block differs from data/results: run "
+        "`python -m helpers.book.prose --write`"
+    )
+
+
+def test_a_stale_readme_block_is_found_and_rewritten(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{prose.BEGIN}\nold text, 75% typed\n{prose.END}\n\nrest\n")
+    f = synthetic_findings()
+    assert prose.current_readme_block(readme) != prose.readme_block(f)
+    assert prose.write_readme(f, readme) is True
+    assert prose.current_readme_block(readme) == prose.readme_block(f)
+    assert readme.read_text().endswith("\n\nrest\n") and prose.write_readme(f, readme) is False
+    changed = synthetic_findings({("GRPO", "intensity", 0.1): -0.9})
+    assert prose.current_readme_block(readme) != prose.readme_block(changed)
+
+
+def test_readme_without_markers_says_how_to_add_them(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text("# no block\n")
+    with pytest.raises(F.FindingError, match="has no findings block: add the lines"):
+        prose.current_readme_block(readme)
+
+
+# --- prose follows the tables ----------------------------------------------------------------
+
+
+def test_a_table_change_changes_the_prose() -> None:
+    before = synthetic_findings(
+        {
+            ("PPO", "intensity", 0.1): -0.40,
+            ("GRPO", "intensity", 0.1): -0.30,
+            ("PPO", "intensity", 0.5): -0.20,
+            ("GRPO", "intensity", 0.5): -0.10,
+        }
+    )
+    after = synthetic_findings(
+        {
+            ("PPO", "intensity", 0.1): -0.40,
+            ("GRPO", "intensity", 0.1): -0.30,
+            ("PPO", "intensity", 0.5): -0.20,
+            ("GRPO", "intensity", 0.5): +0.35,
+        }
+    )
+    text_before = prose.render_plain(prose.answer(before), before)
+    text_after = prose.render_plain(prose.answer(after), after)
+    assert f"lowers activation intensity ({MINUS}40% to {MINUS}10% over its settings" in text_before
+    assert "4 of 4 against it" in text_before and "against the study's claim" in text_before
+    assert (
+        f"does not consistently change activation intensity ({MINUS}40% to +35% over its settings"
+        in text_after
+    )
+    assert "which leaves the study's claim undetermined" in text_after
+
+
+@pytest.mark.parametrize("page", PROSE_PAGES)
+def test_the_pages_move_with_the_tables(page: str, today: F.Findings) -> None:
+    """Halving every online-RL intensity change changes each page that quotes intensity."""
+    text = (REPO / page).read_text(encoding="utf-8")
+    metrics = today.metrics.copy()
+    rows = (metrics["metric"] == "intensity") & metrics["algorithm"].isin(["PPO", "GRPO"])
+    metrics.loc[rows, "rel_change"] = metrics.loc[rows, "rel_change"] / 2
+    halved = F.Findings(metrics=metrics, facts=today.facts)
+    if "{num}`intensity PPO GRPO" not in text and "{generated} answer" not in text:
+        pytest.skip(f"{page} quotes no online-RL intensity")
+    if "{generated} answer" in text:
+        text += "\n" + prose.answer(today)
+    assert prose.render_plain(text, today) != prose.render_plain(text, halved)
+
+
+def test_generated_answer_marks_every_number_as_data() -> None:
+    f = synthetic_findings()
+    text = prose.answer(f)
+    assert typed_numbers(text) == [] and text.count("{num}`") >= 6
+    assert len([s for s in prose.render_plain(text, f).split(". ") if s]) == 3
