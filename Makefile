@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONHASHSEED := 0
 
-.PHONY: setup book html test test-fast lint preview check-site constraints organisms clean
+.PHONY: setup book html pdf test test-fast lint preview check-site constraints organisms clean
 
 setup:
 	@bash scripts/setup.sh
@@ -14,7 +14,7 @@ setup:
 ## `make book FORCE=1` re-executes every page, stale or not.
 PIPELINE_ARGS += $(if $(FORCE),--force)
 book: setup
-	@$(PY) -m helpers.pipeline $(PIPELINE_ARGS); status=$$?; $(MAKE) html && exit $$status
+	@$(PY) -m helpers.pipeline $(PIPELINE_ARGS); status=$$?; $(MAKE) html pdf && exit $$status
 
 ## Strict: any Sphinx warning (broken reference, unknown citation, page not in the TOC) fails.
 html:
@@ -30,6 +30,11 @@ test-fast: setup
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks notebooks
 	$(VENV)/bin/ruff format --check src tests benchmarks
+
+## The book as one PDF, _build/html/rl-circuitry.pdf (headless Chromium prints the single-page build;
+## skipped with a message when Chromium is missing).
+pdf:
+	$(PY) -m helpers.book.pdf
 
 ## Serve the built book on http://127.0.0.1:8000
 preview:
