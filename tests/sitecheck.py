@@ -6,6 +6,7 @@ fd 4 out, NUL-separated JSON), so no driver binary, port or websocket library is
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import functools
 import http.server
@@ -44,7 +45,7 @@ CHROMIUM_FLAGS = (
 
 # Runs in the page once it has loaded: forces lazy images to load, waits (bounded) for every image
 # to settle, then returns what the checks need.
-PAGE_REPORT_JS = """
+PAGE_REPORT_JS = r"""
 (async () => {
   const imgs = Array.from(document.images);
   for (const img of imgs) { if (img.loading === 'lazy') img.loading = 'eager'; }
@@ -53,8 +54,25 @@ PAGE_REPORT_JS = """
     img.addEventListener('error', resolve, {once: true});
   });
   await Promise.race([Promise.all(imgs.map(settle)), new Promise(r => setTimeout(r, 10000))]);
+  const mj = window.MathJax && window.MathJax.startup && window.MathJax.startup.promise;
+  if (mj) await Promise.race([mj, new Promise(r => setTimeout(r, 15000))]);
   const visible = el => !!(el.offsetWidth || el.offsetHeight || el.getClientRects().length);
-  return JSON.stringify({
+  const article = document.querySelector('main') || document.body;
+  // Visible prose text outside code, scripts and typeset math: where raw TeX would show.
+  const skip = 'pre, code, script, style, textarea, mjx-container, .highlight';
+  const walker = document.createTreeWalker(article, NodeFilter.SHOW_TEXT);
+  const prose = [];
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+    const el = n.parentElement;
+    if (el && !el.closest(skip) && visible(el)) prose.push(n.textContent);
+  }
+  const proseText = prose.join(' ');
+  const rawTex = (proseText.match(/.{0,30}(\\\(|\\\[|\$\$|\\begin\{).{0,30}/g) || []);
+  const text = article.innerText;
+  const grab = re => Array.from(new Set((text.match(re) || [])
+    .map(m => m.trim().replace(/^['"(=]/, '')))).slice(0, 10);
+  const maths = Array.from(article.querySelectorAll('.math'));
+  const report = {
     url: location.href,
     title: document.title,
     images: imgs.map(img => ({src: img.currentSrc || img.src, complete: img.complete,
@@ -69,7 +87,23 @@ PAGE_REPORT_JS = """
     }),
     injected_parameters_visible: Array.from(
       document.querySelectorAll('.tag_injected-parameters')).filter(visible).length,
+  };
+  Object.assign(report, {
+    raw_tex: rawTex,
+    math_total: maths.length,
+    math_typeset: maths.filter(el => el.querySelector('mjx-container')).length,
+    machine_paths: grab(/(?:PosixPath|WindowsPath)\(|(?:^|[\s'"(=])\/(?:home|work|root|tmp|Users|usr|opt|mnt|var|content)\/\S+|[A-Z]:\\\S+/g),
+    warnings: grab(/\b[A-Z]\w*Warning: .{0,60}|Kernel is running over TCP.{0,20}/g),
+    tracebacks: grab(/Traceback \(most recent call last\).{0,40}|\b\w+Error: .{0,60}/g),
+    stderr_outputs: Array.from(article.querySelectorAll('.output.stderr')).filter(visible).length,
+    error_outputs: Array.from(article.querySelectorAll('.output.error, .output.traceback'))
+      .filter(visible).length,
+    page_width: document.documentElement.scrollWidth,
+    window_width: window.innerWidth,
+    data_numbers: article.querySelectorAll('abbr.num').length,
+    pdf_links: Array.from(article.querySelectorAll('a[href$=".pdf"]')).map(a => a.href),
   });
+  return JSON.stringify(report);
 })()
 """
 
@@ -119,6 +153,19 @@ class PageReport:
     injected_parameters_visible: int
     failed_requests: list[str] = field(default_factory=list)  # same-origin URLs that failed
     seconds: float = 0.0
+    external_requests: list[str] = field(default_factory=list)  # other hosts: none work offline
+    raw_tex: list[str] = field(default_factory=list)  # visible prose still holding \( \[ $$
+    math_total: int = 0  # elements Sphinx marked as math
+    math_typeset: int = 0  # of those, how many MathJax rendered
+    machine_paths: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    tracebacks: list[str] = field(default_factory=list)
+    stderr_outputs: int = 0
+    error_outputs: int = 0
+    page_width: int = 0
+    window_width: int = 0
+    data_numbers: int = 0  # numbers quoted from the result tables ({num} role)
+    pdf_links: list[str] = field(default_factory=list)
 
     @property
     def broken_images(self) -> list[str]:
@@ -332,17 +379,54 @@ class Browser:
             self._wait_until_loaded(session, url)
             data = json.loads(self._evaluate(PAGE_REPORT_JS, session))
             failed = _same_origin_failures(self._events, session, url)
+            external = _external_requests(self._events, session, url)
         finally:
             self._send("Target.closeTarget", {"targetId": target})
         return PageReport(
-            url=data["url"],
-            title=data["title"],
-            images=[ImageReport(**img) for img in data["images"]],
-            provenance=[ProvenanceReport(**p) for p in data["provenance"]],
-            injected_parameters_visible=data["injected_parameters_visible"],
+            url=data.pop("url"),
+            title=data.pop("title"),
+            images=[ImageReport(**img) for img in data.pop("images")],
+            provenance=[ProvenanceReport(**p) for p in data.pop("provenance")],
             failed_requests=failed,
+            external_requests=external,
             seconds=time.perf_counter() - start,
+            **data,
         )
+
+    def capture(
+        self, url: str, path: Path, width: int = 1300, theme: str = "light", max_height: int = 6000
+    ) -> Path:
+        """Save a full-page PNG of ``url`` at ``width`` CSS pixels (top ``max_height`` px)."""
+        target = self._send("Target.createTarget", {"url": "about:blank"})["targetId"]
+        session = self._send("Target.attachToTarget", {"targetId": target, "flatten": True})[
+            "sessionId"
+        ]
+        try:
+            metrics = {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": False}
+            self._send("Emulation.setDeviceMetricsOverride", metrics, session=session)
+            self._send("Page.navigate", {"url": url}, session=session)
+            self._wait_until_loaded(session, url)
+            self._evaluate(f"document.documentElement.dataset.theme = {json.dumps(theme)}", session)
+            self._evaluate(PAGE_REPORT_JS, session)  # images and MathJax settled
+            height = self._evaluate("document.documentElement.scrollHeight", session)
+            clip = {
+                "x": 0,
+                "y": 0,
+                "width": width,
+                "height": min(int(height), max_height),
+                "scale": 1,
+            }
+            shot = self._send(
+                "Page.captureScreenshot",
+                {"format": "png", "captureBeyondViewport": True, "clip": clip},
+                session=session,
+            )
+        finally:
+            self._send("Target.closeTarget", {"targetId": target})
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(base64.b64decode(shot["data"]))
+        return path
 
 
 def _same_origin_failures(events: list[dict], session: str, page_url: str) -> list[str]:
@@ -366,6 +450,19 @@ def _same_origin_failures(events: list[dict], session: str, page_url: str) -> li
             failed.append(f"{urls.get(params['requestId'], '?')} ({params.get('errorText')})")
     favicon = origin + "favicon.ico "  # asked for by the browser itself, not by the page
     return [f for f in failed if f.startswith(origin) and not f.startswith(favicon)]
+
+
+def _external_requests(events: list[dict], session: str, page_url: str) -> list[str]:
+    """URLs on other hosts the page asked for (a CDN, fonts): the book must work offline."""
+    origin = "/".join(page_url.split("/", 3)[:3]) + "/"
+    urls = (
+        ev["params"]["request"]["url"]
+        for ev in events
+        if ev.get("sessionId") == session and ev["method"] == "Network.requestWillBeSent"
+    )
+    return sorted(
+        {u for u in urls if u.startswith(("http:", "https:")) and not u.startswith(origin)}
+    )
 
 
 def _pipe_above(low: int) -> tuple[int, int]:

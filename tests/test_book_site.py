@@ -166,7 +166,7 @@ def base_url(built_site: BuiltSite) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def browser(chromium: str) -> Iterator[Browser]:
-    with Browser(chromium) as b:
+    with Browser(chromium, timeout=float(os.environ.get("BOOK_SITE_TIMEOUT", "30"))) as b:
         yield b
 
 
@@ -246,3 +246,122 @@ def test_checker_sees_what_is_wrong(browser: Browser, tmp_path: Path) -> None:
     [block] = report.provenance
     assert block.visible and block.at_top and "0123abc" in block.text
     assert report.injected_parameters_visible == 1
+
+
+# --- the page as a reader meets it: math typeset, no noise, fits the window (issue 17) ----------
+
+ALL_PAGES = toc_pages()
+MATH_PAGES = [p for p in ALL_PAGES if p.docname.endswith("/method") or "/pair_" in p.docname]
+PROSE_PAGES = [p for p in ALL_PAGES if p.docname.endswith(("/intro", "/discussion"))]
+SITE_CHECK_DIR = REPO / "_build" / "site-check"  # screenshots for a reviewer (git-ignored)
+SCREENSHOT_WIDTH = 1300
+
+
+@pytest.fixture(scope="session")
+def reports(browser: Browser, base_url: str) -> dict[str, PageReport]:
+    """Every TOC page opened once; reports keyed by docname."""
+    return {p.docname: browser.inspect(_url_for(p, base_url)) for p in ALL_PAGES}
+
+
+@pytest.mark.parametrize("page", ALL_PAGES, ids=[p.docname for p in ALL_PAGES])
+def test_page_has_no_noise_and_fits(page: TocPage, reports: dict[str, PageReport]) -> None:
+    r = reports[page.docname]
+    assert r.machine_paths == [], f"machine paths on the page: {r.machine_paths}"
+    assert r.warnings == [], f"warnings on the page: {r.warnings}"
+    assert r.tracebacks == [] and r.error_outputs == 0, f"tracebacks: {r.tracebacks}"
+    assert r.stderr_outputs == 0, "stderr output shown on the page"
+    assert r.raw_tex == [], f"untypeset TeX: {r.raw_tex}"
+    assert r.math_typeset == r.math_total, f"{r.math_total - r.math_typeset} formulas not typeset"
+    assert r.external_requests == [], f"the page needs the network: {r.external_requests}"
+    assert r.page_width <= r.window_width, (
+        f"page is {r.page_width} px wide in a {r.window_width} px window (a table or figure "
+        "overflows: it should scroll in its cell)"
+    )
+
+
+@pytest.mark.parametrize("page", MATH_PAGES, ids=[p.docname for p in MATH_PAGES])
+def test_formulas_render_offline(page: TocPage, reports: dict[str, PageReport]) -> None:
+    r = reports[page.docname]
+    assert r.math_total > 0, "no formula found on a page that has some: is MathJax loaded?"
+    assert r.math_typeset == r.math_total and r.raw_tex == []
+
+
+@pytest.mark.parametrize("page", PROSE_PAGES, ids=[p.docname for p in PROSE_PAGES])
+def test_prose_numbers_come_from_the_tables(page: TocPage, reports: dict[str, PageReport]) -> None:
+    """Numbers are <abbr class="num"> from the {num} role (tests/test_book_numbers.py: all are)."""
+    assert reports[page.docname].data_numbers >= 3
+
+
+def test_landing_page_has_the_answer_figure_and_pdf(reports: dict[str, PageReport]) -> None:
+    r = reports[PAGES[0].docname]
+    glance = [i for i in r.images if i.src.endswith("/results_at_a_glance.png")]
+    assert glance and all(i.loaded for i in glance), f"no results-at-a-glance figure: {r.images}"
+    base = r.url.rsplit("/", 2)[0] + "/"  # the site root (the landing page is book/intro.html)
+    assert r.pdf_links == [base + "rl-circuitry.pdf"], r.pdf_links
+
+
+def test_screenshots_for_review(browser: Browser, base_url: str) -> None:
+    """Three pages at 1300 px (and the landing page dark) into _build/site-check/, for a reviewer."""
+    from PIL import Image
+
+    pages = [PAGES[0], *MATH_PAGES[:2]]
+    shots = [
+        browser.capture(
+            base_url + f"{p.docname}.html",
+            SITE_CHECK_DIR / f"{p.docname.replace('/', '_')}.png",
+            width=SCREENSHOT_WIDTH,
+        )
+        for p in pages
+    ]
+    shots.append(
+        browser.capture(
+            base_url + f"{PAGES[0].docname}.html",
+            SITE_CHECK_DIR / "intro_dark.png",
+            width=SCREENSHOT_WIDTH,
+            theme="dark",
+        )
+    )
+    for path in shots:
+        with Image.open(path) as img:
+            assert img.size[0] == SCREENSHOT_WIDTH and img.size[1] > 900
+            assert len(img.convert("L").getcolors(maxcolors=1 << 16) or range(99)) > 20
+
+
+def test_pdf_builds_offline(chromium: str, tmp_path: Path) -> None:
+    """`make pdf`: the single-page build printed by headless Chromium, every page included."""
+    from helpers.book import pdf
+
+    out = pdf.print_pdf(pdf.build_single_page(REPO), tmp_path / pdf.PDF_NAME, chromium)
+    data = out.read_bytes()
+    assert data.startswith(b"%PDF-")
+    pages = len(re.findall(rb"/Type\s*/Page[^s]", data))
+    assert pages >= len(ALL_PAGES), f"{pages} PDF pages for {len(ALL_PAGES)} chapters"
+
+
+NOISY_PAGE = r"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>Noisy — Book</title>
+<script src="https://cdn.example.org/mathjax.js"></script></head><body><main>
+<p>The loss is \(T_\text{cut}\) tokens; see <abbr class="num" title="q">42%</abbr>.</p>
+<pre>\(in code\) is fine: /work/main/x.py</pre>
+<div class="output text_plain">PosixPath('/work/main/data/results/organism_grpo')</div>
+<div class="output stderr">/usr/lib/python3/tqdm/auto.py:21: TqdmWarning: IProgress not found</div>
+<div class="output traceback">Traceback (most recent call last): boom</div>
+<div style="width: 3000px">a table too wide for the window</div>
+<a href="rl-circuitry.pdf">PDF</a>
+</main></body></html>"""
+
+
+def test_checker_sees_noise_raw_tex_and_width(browser: Browser, tmp_path: Path) -> None:
+    """On a hand-made page every new detector fires; TeX inside a code block is left alone."""
+    (tmp_path / "index.html").write_text(NOISY_PAGE)
+    with serve_directory(tmp_path) as base:
+        r = browser.inspect(base + "index.html")
+    [raw] = r.raw_tex  # the formula in prose, not the one in the code block
+    assert r"is \(T_\text{cut}\) tokens" in raw
+    assert r.math_total == 0 and r.data_numbers == 1 and r.pdf_links == [base + "rl-circuitry.pdf"]
+    assert any("PosixPath(" in p for p in r.machine_paths)
+    assert any(p.startswith("/work/main/data/results") for p in r.machine_paths)
+    assert any(w.startswith("TqdmWarning: IProgress") for w in r.warnings)
+    assert any(t.startswith("Traceback (most recent call last)") for t in r.tracebacks)
+    assert r.stderr_outputs == 1 and r.error_outputs == 1
+    assert r.page_width > r.window_width
+    assert r.external_requests == ["https://cdn.example.org/mathjax.js"]
