@@ -334,3 +334,61 @@ def forest(table: pd.DataFrame, *, title: str = ""):
         "Look at which side of zero each interval lies and whether online RL (PPO, GRPO) and DPO "
         "fall on different sides, under the raw metric and under each control.",
     )
+
+
+def change_by_algorithm(results: pd.DataFrame, metrics: Sequence[str]):
+    """Each metric's relative change per algorithm, the range over its pairs and alphas."""
+    data = results.assign(change=100 * results["rel_change"])
+    fig, ax = plt.subplots(figsize=(9, 4))
+    sns.pointplot(
+        data=data,
+        x="metric",
+        y="change",
+        hue="algorithm",
+        palette=algorithm_palette(sorted(data["algorithm"].unique())),
+        dodge=0.5,
+        linestyle="none",
+        errorbar=("pi", 100),
+        ax=ax,
+        order=list(metrics),
+    )
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_ylabel("relative change, tuned vs base (%)")
+    ax.set_xlabel("metric (point: mean over alphas; bar: range over pairs and alphas)")
+    ax.set_title("Direction and size of each metric's change, by post-training algorithm")
+    ax.tick_params(axis="x", rotation=15)
+    fig.tight_layout()
+    return with_caption(
+        fig,
+        "Compare the colours within each metric: the study predicts online RL (PPO, GRPO) above "
+        "zero for intensity, complexity and diversity and below it for kurtosis, and DPO not.",
+    )
+
+
+def intensity_vs_confidence(results: pd.DataFrame):
+    """Change of intensity against the change of the mean self-loss, one point per pair and alpha."""
+    conf = results[results["metric"] == "intensity"].assign(
+        loss_change=lambda d: 100 * (d["loss_tuned"] / d["loss_base"] - 1),
+        intensity_change=lambda d: 100 * d["rel_change"],
+    )
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    sns.scatterplot(
+        data=conf,
+        x="loss_change",
+        y="intensity_change",
+        hue="algorithm",
+        palette=algorithm_palette(sorted(conf["algorithm"].unique())),
+        s=60,
+        ax=ax,
+    )
+    ax.axhline(0, color="black", lw=0.8)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_xlabel("change of mean self-loss, tuned vs base (%)")
+    ax.set_ylabel("change of activation intensity (%)")
+    ax.set_title("Intensity against confidence")
+    fig.tight_layout()
+    return with_caption(
+        fig,
+        "Points along a rising line mean intensity follows the model's loss on its own answer: "
+        "a more confident model scores lower on the same circuit, whatever the algorithm.",
+    )

@@ -76,13 +76,15 @@ def _read_json_facts(paths: Iterable[tuple[str, Path]]) -> dict[str, Any]:
 def derive(metrics: pd.DataFrame) -> pd.DataFrame:
     """Columns the prose counts with: a change for / against the study's claim, the loss change.
 
-    ``supports``: in the claimed direction with an interval that excludes zero; ``contradicts``:
-    the other direction, interval excluding zero; ``loss_change``: relative change of the mean
-    self-loss (EAP scores scale with its gradient, so it is read beside every metric).
+    ``supports``: a significant change in the claimed direction; ``contradicts``: a significant
+    change the other way. Significant is the tables' own rule (``significant``, Holm-adjusted,
+    where the tables carry it; else the interval excluding zero). ``loss_change``: relative change
+    of the mean self-loss (EAP scores scale with its gradient, so it is read beside every metric).
     """
     out = metrics.copy()
-    if {"matches_claim", "ci_excludes_zero"} <= set(out.columns):
-        sure = out["ci_excludes_zero"].astype(bool)
+    rule = "significant" if "significant" in out.columns else "ci_excludes_zero"
+    if {"matches_claim", rule} <= set(out.columns):
+        sure = out[rule].astype(bool)
         out["supports"] = out["matches_claim"].astype(bool) & sure
         out["contradicts"] = ~out["matches_claim"].astype(bool) & sure
     if {"loss_base", "loss_tuned"} <= set(out.columns):

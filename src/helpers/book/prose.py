@@ -77,8 +77,8 @@ def _metric_sentence(findings: Findings, metric: str, label: str, contrast: Sequ
         f"Online RL ({', '.join(online)}) {_moves(rows)} {label} "
         f"({num(f'{metric} {groups}')} over its settings, "
         f"{num(f'{metric} {groups} col=supports agg=frac')} for the claim and "
-        f"{num(f'{metric} {groups} col=contradicts agg=frac')} against it with an interval that "
-        f"excludes zero), {_verdict(rows)}"
+        f"{num(f'{metric} {groups} col=contradicts agg=frac')} against it with a significant change), "
+        f"{_verdict(rows)}"
     )
     others = _present(findings, contrast)
     if others:
