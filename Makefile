@@ -40,7 +40,8 @@ pdf:
 preview:
 	$(PY) -m http.server --directory _build/html --bind 127.0.0.1 8000
 
-## Open three pages of the built site in headless Chromium: titles, images, provenance blocks.
+## Open every page of the built site in headless Chromium: titles, images, provenance, math,
+## noise, width; screenshots of three pages to _build/site-check/.
 check-site: setup
 	BOOK_SITE_REUSE=1 $(PY) -m pytest -m slow tests/test_book_site.py
 

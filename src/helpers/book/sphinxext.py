@@ -161,7 +161,7 @@ def _outdated(app: Sphinx, env: BuildEnvironment, added, changed, removed) -> li
     digest = _data_digest(app)
     stale = getattr(env, "rl_data_digest", None) != digest
     env.rl_data_digest = digest  # type: ignore[attr-defined]
-    docs = getattr(env, "rl_data_docs", set())
+    docs: set[str] = getattr(env, "rl_data_docs", set())
     return sorted(d for d in docs if d in env.found_docs) if stale else []
 
 
