@@ -4,7 +4,12 @@ Builds the book strictly into a temporary folder (Sphinx warnings fail it), or w
 ``BOOK_SITE_REUSE=1`` checks the ``_build/html`` that ``make book`` just wrote. Three pages are
 opened (the root plus, first, executed notebooks from the TOC): each must have the expected
 <title>, no broken image, no failed same-origin request, and on notebook pages a visible
-provenance block at the top and no visible injected-parameters cell.
+provenance block at the top and no visible injected-parameters cell. Then every TOC page is
+checked as a reader meets it: formulas typeset by the bundled MathJax (no raw ``\\(``), no machine
+paths, warnings, tracebacks or stderr, nothing wider than the window, no request to another host;
+the landing page shows its results-at-a-glance figure and links the PDF, which is built too;
+screenshots of three pages at 1300 px land in ``_build/site-check/`` (git-ignored) for review.
+``BOOK_SITE_TIMEOUT`` (seconds, default 30) gives a loaded machine longer per page.
 
 Run: ``.venv/bin/python -m pytest -m slow tests/test_book_site.py``. Chromium is whichever one is on
 PATH or ``$CHROMIUM``; without one the tests skip with the install command, and install Debian's
