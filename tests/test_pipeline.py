@@ -51,6 +51,8 @@ def test_runs_skips_and_reruns_on_input_change(project: Path) -> None:
     assert "x: 3" in provenance[0].source
     hidden = [c for c in nb.cells if "remove-cell" in c.metadata.get("tags", [])]
     assert len(hidden) == 2  # the template's parameters cell and papermill's injected one
+    folded = [c for c in nb.cells if "hide-input" in c.metadata.get("tags", [])]
+    assert len(folded) == 1  # the other code cell: folded by helpers.book.celltags
 
     mtime = page.stat().st_mtime_ns
     assert pipeline.run(params_dir=params) == 0

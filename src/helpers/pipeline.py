@@ -27,6 +27,7 @@ import nbformat
 import yaml
 
 from helpers import io, pages, paramfiles, publish
+from helpers.book import celltags
 from helpers.paths import layout
 
 META_KEY = "rl_circuitry"
@@ -184,11 +185,8 @@ def provenance_cell(
 def _finalise(
     nb: nbformat.NotebookNode, job: Job, key: str, seconds: float, mark: io.Provenance
 ) -> None:
-    """Title the page, hide the parameter cells, put the provenance block first, record the key."""
-    for cell in nb.cells:
-        tags = cell.metadata.setdefault("tags", [])
-        if ("parameters" in tags or "injected-parameters" in tags) and "remove-cell" not in tags:
-            tags.append("remove-cell")
+    """Title the page, tag its cells (helpers.book.celltags), put the provenance first, record the key."""
+    celltags.apply(nb)
     first = nb.cells[0] if nb.cells else None
     if job.title and first is not None and first.cell_type == "markdown":
         lines = first.source.split("\n")
@@ -200,6 +198,15 @@ def _finalise(
     nb.metadata.get("papermill", {}).pop("input_path", None)
     nb.metadata.get("papermill", {}).pop("output_path", None)
     pages.strip_volatile(nb)
+
+
+def kernel_config() -> Any:
+    """Kernels on IPC sockets: no TCP port, so no 'running over TCP without encryption' warning."""
+    from traitlets.config import Config
+
+    config = Config()
+    config.KernelManager.transport = "ipc"
+    return config
 
 
 def kernel_name() -> str:
@@ -266,6 +273,7 @@ def execute(job: Job, key: str, *, progress: bool = True) -> tuple[float, str]:
                 str(page),
                 parameters=job.parameters,
                 kernel_name=kernel_name(),
+                config=kernel_config(),
                 language="python",
                 cwd=str(layout().root),
                 progress_bar=progress,

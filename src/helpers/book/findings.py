@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,8 @@ from typing import Any
 
 import pandas as pd
 
-REPO = Path(__file__).resolve().parents[3]
+from helpers.paths import layout
+
 MINUS = "\u2212"
 PERCENT_COLUMNS = frozenset({"rel_change", "rel_ci_low", "rel_ci_high", "loss_change"})
 AGGREGATIONS = ("one", "range", "ci", "mean", "median", "min", "max", "n", "frac", "share")
@@ -40,13 +40,13 @@ class FindingError(LookupError):
 
 
 def results_dir() -> Path:
-    """Where the book's result tables live (``$RL_CIRCUITRY_RESULTS_DIR`` overrides, as in analysis)."""
-    return Path(os.environ.get("RL_CIRCUITRY_RESULTS_DIR", REPO / "data" / "results"))
+    """Where the book's result tables live (``paths.layout().results``)."""
+    return layout().results
 
 
 def organisms_dir() -> Path:
     """Where the committed organisms (and their ``metadata.json``) live."""
-    return REPO / "data" / "organisms"
+    return layout().organisms
 
 
 def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:

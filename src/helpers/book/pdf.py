@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from helpers.book.findings import REPO
+from helpers.paths import layout
 
 PDF_NAME = "rl-circuitry.pdf"
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -44,12 +44,13 @@ def find_browser() -> str | None:
     return next((p for name in BROWSERS if (p := shutil.which(name))), None)
 
 
-def build_single_page(repo: Path = REPO) -> Path:
+def build_single_page(repo: Path | None = None) -> Path:
     """Build the single-page HTML (``_build/singlehtml``); returns the printable page.
 
     Sphinx writes the whole book into the root document's file (``book/intro.html``) with links
     relative to the build folder, so the page is copied up there before printing.
     """
+    repo = layout().root if repo is None else repo
     exe = Path(sys.executable).with_name("jupyter-book")
     cmd = [
         str(exe) if exe.is_file() else "jupyter-book",
@@ -87,7 +88,8 @@ def print_pdf(page: Path, pdf: Path, browser: str, timeout: float = 300.0) -> Pa
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.book.pdf", description=__doc__)
-    parser.add_argument("--out", type=Path, default=REPO / "_build" / "html" / PDF_NAME)
+    root = layout().root
+    parser.add_argument("--out", type=Path, default=root / "_build" / "html" / PDF_NAME)
     parser.add_argument("--strict", action="store_true", help="fail when Chromium is missing")
     args = parser.parse_args(argv)
     browser = find_browser()
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if args.strict else 0
     pdf = print_pdf(build_single_page(), args.out, browser)
     print(
-        f"[pdf] {pdf.relative_to(REPO) if REPO in pdf.parents else pdf} "
+        f"[pdf] {pdf.relative_to(root) if root in pdf.parents else pdf} "
         f"({pdf.stat().st_size / 1e6:.1f} MB)"
     )
     return 0

@@ -23,7 +23,8 @@ from sphinx.environment import BuildEnvironment
 from sphinx.util.docutils import SphinxDirective
 
 from helpers.book import glance, prose
-from helpers.book.findings import REPO, FindingError, Findings, organisms_dir, resolve, results_dir
+from helpers.book.findings import FindingError, Findings, organisms_dir, resolve, results_dir
+from helpers.paths import layout
 
 MATHJAX_ENTRY = "mathjax/tex-mml-chtml.js"  # relative to _static; the script Sphinx loads
 # What tex-mml-chtml loads on demand: fonts, TeX extensions, the menu and its accessibility parts.
@@ -66,7 +67,7 @@ def copy_mathjax(static_dir: Path) -> Path:
 def _data_digest(app: Sphinx) -> str:
     """Hash of every input a data-quoting page depends on: tables, metadata, the book code."""
     h = hashlib.sha256()
-    roots = [_results(app), organisms_dir(), *(REPO / c for c in CODE_INPUTS)]
+    roots = [_results(app), organisms_dir(), *(layout().root / c for c in CODE_INPUTS)]
     for root in roots:
         files = [root] if root.is_file() else sorted(root.rglob("*"))
         for f in files:
