@@ -208,13 +208,35 @@ def test_a_table_change_changes_the_prose() -> None:
     )
     text_before = prose.render_plain(prose.answer(before), before)
     text_after = prose.render_plain(prose.answer(after), after)
-    assert f"lowers activation intensity ({MINUS}40% to {MINUS}10% over its settings" in text_before
-    assert "4 of 4 against it" in text_before and "against the study's claim" in text_before
-    assert (
-        f"does not consistently change activation intensity ({MINUS}40% to +35% over its settings"
-        in text_after
+    assert f"online RL (PPO, GRPO) lowers it ({MINUS}40% to {MINUS}10%; 0 of 4" in text_before
+    assert "4 of 4 against), against the study's claim" in text_before
+    assert f"does not consistently change it ({MINUS}40% to +35%; 1 of 4" in text_after
+    assert "3 of 4 against), which leaves the study's claim undetermined" in text_after
+
+
+def test_the_answer_reads_the_verdict_control_when_the_tables_have_it() -> None:
+    raw = synthetic_findings(
+        {(a, "intensity", x): -0.5 for a in ("PPO", "GRPO") for x in (0.1, 0.5)}
     )
-    assert "which leaves the study's claim undetermined" in text_after
+    normalised = raw.metrics.assign(
+        control="per_grad_resid",
+        rel_change=0.3,
+        rel_ci_low=0.2,
+        rel_ci_high=0.4,
+        ci_excludes_zero=True,
+        matches_claim=raw.metrics["claimed"] == "up",
+    )
+    both = pd.concat([raw.metrics.assign(control="raw"), normalised], ignore_index=True)
+    f = F.Findings(
+        metrics=F.derive(both.drop(columns=["supports", "contradicts"])), facts=raw.facts
+    )
+    text = prose.render_plain(prose.answer(f), f)
+    assert f"under the study's raw definition online RL (PPO, GRPO) lowers it ({MINUS}50%;" in text
+    assert (
+        "(confidence removed), online RL raises it (+30%; 4 of 4 settings significant for the claim, 0 of 4 against), as the study reports"
+        in text
+    )
+    assert "DPO raises it (+30%)" in text  # the contrast on the control the verdict rests on
 
 
 @pytest.mark.parametrize("page", PROSE_PAGES)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from helpers.book.findings import FindingError, Findings, parse, resolve, select
+from helpers.book.findings import DEFAULT_CONTROL, FindingError, Findings, parse, resolve, select
 from helpers.paths import layout
 
 ROLE = re.compile(r"\{num\}`([^`]+)`")
@@ -30,6 +30,8 @@ BEGIN, END = (
 )
 ONLINE_RL = ("PPO", "GRPO")
 OFFLINE = ("DPO",)
+# The control the verdict rests on (helpers.controls: |dL/d final residual| removes confidence).
+VERDICT_CONTROL = "per_grad_resid"
 
 
 def num(query: str) -> str:
@@ -69,21 +71,43 @@ def _verdict(rows: pd.DataFrame) -> str:
     return "which leaves the study's claim undetermined"
 
 
-def _metric_sentence(findings: Findings, metric: str, label: str, contrast: Sequence[str]) -> str:
-    online = _present(findings, ONLINE_RL)
-    rows = _rows(findings, metric, online)
-    groups = " ".join(online)
-    text = (
-        f"Online RL ({', '.join(online)}) {_moves(rows)} {label} "
-        f"({num(f'{metric} {groups}')} over its settings, "
-        f"{num(f'{metric} {groups} col=supports agg=frac')} for the claim and "
-        f"{num(f'{metric} {groups} col=contradicts agg=frac')} against it with a significant change), "
+def _evidence(findings: Findings, metric: str, algorithms: Sequence[str], control: str) -> str:
+    """'lowers it (range; n of m for the claim, k against), verdict' for one control's rows."""
+    query = " ".join([metric, *algorithms, f"control={control}"])
+    if control == DEFAULT_CONTROL and "control" not in findings.metrics.columns:
+        query = " ".join([metric, *algorithms])
+    rows = select(findings, parse(query))
+    return (
+        f"{_moves(rows)} it ({num(query)}; {num(query + ' col=supports agg=frac')} settings "
+        f"significant for the claim, {num(query + ' col=contradicts agg=frac')} against), "
         f"{_verdict(rows)}"
     )
+
+
+def _has_control(findings: Findings, control: str) -> bool:
+    table = findings.metrics
+    return "control" in table.columns and control in set(table["control"])
+
+
+def _metric_sentence(findings: Findings, metric: str, label: str, contrast: Sequence[str]) -> str:
+    online = _present(findings, ONLINE_RL)
+    text = (
+        f"On {label}, under the study's raw definition online RL ({', '.join(online)}) "
+        f"{_evidence(findings, metric, online, DEFAULT_CONTROL)}"
+    )
+    if _has_control(findings, VERDICT_CONTROL):
+        text += (
+            f"; with each sample's scores divided by |dL/d residual| (confidence removed), online "
+            "RL "
+            f"{_evidence(findings, metric, online, VERDICT_CONTROL)}"
+        )
     others = _present(findings, contrast)
     if others:
-        moved = _moves(_rows(findings, metric, others))
+        control = VERDICT_CONTROL if _has_control(findings, VERDICT_CONTROL) else DEFAULT_CONTROL
         query = " ".join([metric, *others])
+        if "control" in findings.metrics.columns:
+            query += f" control={control}"
+        moved = _moves(select(findings, parse(query)))
         text += f"; {', '.join(others)} {moved} it ({num(query)})"
     return text + "."
 
