@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -43,6 +43,8 @@ from helpers.io import atomic_write
 
 Positions = Literal["all", "labelled"]
 IGNORE_INDEX = -100
+# (logits [batch, seq, vocab], labels [batch, seq]) -> float32 [batch]: what EAP differentiates.
+Objective = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -53,8 +55,11 @@ class EdgeScores:
     sources: list[str]
     targets: list[str]
     mask: torch.Tensor  # bool [n_sources, n_targets]
-    loss: torch.Tensor  # float32 [batch], mean NLL over each sample's labelled tokens
+    loss: torch.Tensor  # float32 [batch], the objective per sample (default: mean NLL)
     positions: str = "all"
+    objective: str = "nll"  # name of the differentiated objective (see `edge_scores`)
+    grad_norm_logits: torch.Tensor | None = None  # float32 [batch], |dL/dlogits| per sample
+    grad_norm_resid: torch.Tensor | None = None  # float32 [batch], |dL/d final residual|
 
     @property
     def graph(self) -> ResidualGraph:
@@ -87,8 +92,19 @@ def concat(results: Sequence[EdgeScores]) -> EdgeScores:
         raise ValueError("concat needs at least one EdgeScores")
     first = results[0]
     for other in results[1:]:
-        if other.sources != first.sources or other.positions != first.positions:
-            raise ValueError("cannot concat EdgeScores of different graphs or position rules")
+        if (other.sources, other.positions, other.objective) != (
+            first.sources,
+            first.positions,
+            first.objective,
+        ):
+            raise ValueError(
+                "cannot concat EdgeScores of different graphs, position rules or objectives"
+            )
+
+    def cat(name: str) -> torch.Tensor | None:
+        parts = [getattr(r, name) for r in results]
+        return None if any(p is None for p in parts) else torch.cat(parts)
+
     return EdgeScores(
         scores=torch.cat([r.scores for r in results]),
         sources=first.sources,
@@ -96,6 +112,9 @@ def concat(results: Sequence[EdgeScores]) -> EdgeScores:
         mask=first.mask,
         loss=torch.cat([r.loss for r in results]),
         positions=first.positions,
+        objective=first.objective,
+        grad_norm_logits=cat("grad_norm_logits"),
+        grad_norm_resid=cat("grad_norm_resid"),
     )
 
 
@@ -198,6 +217,7 @@ def edge_scores(
     *,
     positions: Positions = "all",
     backend: Local = LOCAL,
+    objective: Objective | None = None,
 ) -> EdgeScores:
     """EAP score of every residual edge, per sample, from one forward and one backward pass.
 
@@ -207,6 +227,10 @@ def edge_scores(
     "all" non-padding positions (default) or "labelled" (positions t with labels[t + 1] labelled).
     Parameters are frozen during the call and restored after; no parameter gradient is touched.
     `backend` says where the trace runs (`helpers.backend`: local, NDIF, simulated NDIF).
+    `objective(logits, labels) -> float32 [batch]` replaces the NLL as the differentiated target
+    (e.g. `helpers.controls.margin_objective`); on a remote backend it must live in a module
+    nnsight can register (the backend ships it). The result also carries each sample's gradient norm at the logits and
+    at the final residual stream, which normalising controls divide by.
     """
     backend.check(model)  # the key first: the cheapest refusal, before any wrapping
     envoy = backend.envoy(model)
@@ -236,7 +260,7 @@ def edge_scores(
         if training:
             module.eval()  # no dropout, no gradient checkpointing re-running the forward
         with torch.enable_grad():
-            scores, loss = _trace_scores(
+            scores, loss, norm_logits, norm_resid = _trace_scores(
                 envoy,
                 adapter,
                 n_layers,
@@ -244,6 +268,7 @@ def edge_scores(
                 labels,
                 weights,
                 backend=backend,
+                objective=objective or per_sample_loss,
             )
     finally:
         for p, flag in zip(module.parameters(), flags, strict=True):
@@ -258,6 +283,9 @@ def edge_scores(
         mask=graph.mask,
         loss=loss.cpu(),
         positions=positions,
+        objective=getattr(objective, "__name__", "custom") if objective else "nll",
+        grad_norm_logits=norm_logits.cpu(),
+        grad_norm_resid=norm_resid.cpu(),
     )
 
 
@@ -309,11 +337,13 @@ def _trace_scores(
     weights: torch.Tensor,
     *,
     backend: Local,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    objective: Objective,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Run the trace: store sources (float32), contract each target's branch gradient with them.
 
     Values are requested in forward order and gradients in reverse order, as nnsight requires.
-    Only the [batch, S, T] scores and the per-sample loss leave the trace.
+    Only the [batch, S, T] scores, the per-sample objective and its gradient norms at the logits
+    and the final residual leave the trace.
     """
     embed = resolve(envoy, adapter.embed)
     layers = resolve(envoy, adapter.layers)
@@ -332,6 +362,8 @@ def _trace_scores(
         branches.append((resolve(layer, adapter.mlp_norm), resolve(layer, adapter.mlp), False))
     trace_kwargs: dict[str, Any] = {"use_cache": False, **inputs, **backend.trace_kwargs()}
     backend.prepare(sys.modules[__name__])
+    if objective.__module__ != __name__:
+        backend.prepare(sys.modules[objective.__module__])
     n_nodes = 2 * n_layers + 1
     # Keep every statement of this trace on one line, and no comment lines before the backward
     # block: nnsight's serialised (remote) execution breaks on them (tests/test_remote.py).
@@ -353,16 +385,21 @@ def _trace_scores(
         final_input = final_norm.input.clone()
         final_norm.input = final_input
         branch_inputs.append(final_input)
-        loss = per_sample_loss(envoy.output.logits, labels)
+        logits = envoy.output.logits
+        loss = objective(logits, labels)
         weights = weights.to(sources.device).view(batch, 1, seq, *([1] * (sources.ndim - 3)))
         sources = sources.mul_(weights).view(batch, n_nodes, -1)
         scores = torch.zeros(batch, n_nodes, n_nodes, dtype=torch.float32, device=sources.device)
+        grad_norms = torch.zeros(batch, n_nodes, dtype=torch.float32, device=sources.device)
         with loss.sum().backward():
+            norm_logits = logits.grad.float().reshape(batch, -1).norm(dim=1).save()  # type: ignore[attr-defined]
             # Column v as each gradient arrives: no [batch, S, seq, hidden] gradient buffer.
             for target in reversed(range(n_nodes)):
                 grad = branch_inputs[target].grad.to(sources.device, torch.float32)
                 column = torch.bmm(sources[:, : target + 1], grad.reshape(batch, -1, 1))
                 scores[:, : target + 1, target] = column.squeeze(-1)
+                grad_norms[:, target] = grad.reshape(batch, -1).norm(dim=1)
         scores = scores.neg_().save()  # type: ignore[attr-defined]  # nnsight adds .save
         loss = loss.detach().float().save()  # type: ignore[attr-defined]
-    return scores, loss
+        norm_resid = grad_norms[:, -1].save()  # type: ignore[attr-defined]
+    return scores, loss, norm_logits, norm_resid
