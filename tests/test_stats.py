@@ -1,6 +1,7 @@
 """Tests of the paired base-vs-tuned comparison (helpers.stats)."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from helpers import metrics as M
@@ -200,3 +201,86 @@ def test_compare_rejects_unpaired_inputs() -> None:
         S.compare(M.as_score_set(b, MASK3), other)
     with pytest.raises(ValueError, match="ci must be"):
         S.compare(b, b, mask=MASK3, ci=95)
+
+
+# --------------------------------------------------------------------------- seeds, corrections
+
+
+def test_holm_and_benjamini_hochberg_match_hand_computed_values() -> None:
+    p = [0.01, 0.04, 0.03, 0.005]
+    # Holm, sorted 0.005, 0.01, 0.03, 0.04: 4x, 3x, 2x, 1x = 0.02, 0.03, 0.06, 0.04; running max.
+    np.testing.assert_allclose(S.holm(p), [0.03, 0.06, 0.06, 0.02])
+    # BH: m p_(j) / j = 0.02, 0.02, 0.04, 0.04; running min from the top.
+    np.testing.assert_allclose(S.benjamini_hochberg(p), [0.02, 0.04, 0.04, 0.02])
+    # NaN is no test (m = 2 here), and adjusted values are capped at 1.
+    np.testing.assert_allclose(S.holm([0.01, np.nan, 0.04]), [0.02, np.nan, 0.04])
+    np.testing.assert_allclose(S.benjamini_hochberg([0.01, np.nan, 0.04]), [0.02, np.nan, 0.04])
+    np.testing.assert_allclose(S.holm([0.5, 0.6]), [1.0, 1.0])
+    np.testing.assert_allclose(S.benjamini_hochberg([0.5, 0.6]), [0.6, 0.6])
+    assert S.holm([]).shape == (0,)
+
+
+def test_bootstrap_p_agrees_with_the_interval_rule() -> None:
+    assert S.bootstrap_p(np.zeros(500)) == 1.0
+    assert S.bootstrap_p(np.ones(999)) == pytest.approx(2 / 1000)
+    rng = np.random.default_rng(0)
+    for mean in (0.5, 1.5, 2.5, 3.5):
+        d = rng.normal(mean, 1.0, size=4000)
+        lo, hi = S.percentile_interval(d, 0.95)
+        assert (S.bootstrap_p(d) < 0.05) == (lo > 0 or hi < 0)
+
+
+def test_mark_significance_corrects_within_each_family() -> None:
+    table = pd.DataFrame(
+        {"control": ["raw", "raw", "norm", "norm"], "p_boot": [0.01, 0.04, 0.02, np.nan]}
+    )
+    marked = S.mark_significance(table, ["control"])
+    np.testing.assert_allclose(marked["p_holm"], [0.02, 0.04, 0.02, np.nan])
+    assert marked["significant"].tolist() == [True, True, True, False]
+    whole = S.mark_significance(table)  # one family of three tests
+    np.testing.assert_allclose(whole["p_holm"], [0.03, 0.04, 0.04, np.nan])
+
+
+def test_distinct_settings_reports_an_identical_t_cut_once() -> None:
+    table = pd.DataFrame(
+        {
+            "pair": ["a"] * 4 + ["b"] * 2,
+            "alpha": [0.03, 0.1, 0.3, 0.5, 0.03, 0.1],
+            "t_cut": [1, 1, 3, 5, 1, 2],
+            "metric": ["intensity"] * 6,
+        }
+    )
+    out = S.distinct_settings(table, ["pair", "metric"])
+    assert out["alpha"].tolist() == [0.03, 0.3, 0.5, 0.03, 0.1]
+    assert out["alphas"].tolist() == ["0.03, 0.1", "0.3", "0.5", "0.03", "0.1"]
+
+
+def test_pooled_single_seed_is_the_plain_comparison() -> None:
+    b, t = paired_example(15, 0.3, seed=4)
+    one = S.compare_pooled([(b, t)], mask=MASK3, n_boot=300, seed=2)
+    plain = S.compare(b, t, mask=MASK3, n_boot=300, seed=2)
+    pd.testing.assert_frame_equal(one, plain)
+    assert (one["n_seeds"] == 1).all()
+
+
+def test_pooled_seeds_widen_the_interval_by_the_seed_spread() -> None:
+    """Seeds that moved differently: resampling seeds widens the interval, concatenating does not."""
+    shifts = (0.0, 0.3, 0.6)
+    pairs = [paired_example(40, s, seed=20 + i) for i, s in enumerate(shifts)]
+    pooled = S.compare_pooled(pairs, mask=MASK3, n_boot=2000, seed=0).set_index("metric")
+    per_seed = [S.compare(b, t, mask=MASK3, n_boot=200).set_index("metric") for b, t in pairs]
+    row = pooled.loc["intensity"]
+    assert row.base == pytest.approx(np.mean([r.loc["intensity", "base"] for r in per_seed]))
+    assert row.tuned == pytest.approx(np.mean([r.loc["intensity", "tuned"] for r in per_seed]))
+    assert row.n_samples == 120 and row.n_seeds == 3
+    concat = S.compare(
+        np.concatenate([b for b, _ in pairs]),
+        np.concatenate([t for _, t in pairs]),
+        mask=MASK3,
+        n_boot=2000,
+    ).set_index("metric")
+    width = row.rel_ci_high - row.rel_ci_low
+    width_concat = concat.loc["intensity", "rel_ci_high"] - concat.loc["intensity", "rel_ci_low"]
+    assert width > 1.5 * width_concat
+    # Three resampled seeds: the interval spans most of the seeds' own changes (0 to +60%).
+    assert row.rel_ci_low < 0.1 and row.rel_ci_high > 0.45

@@ -66,10 +66,12 @@ COLUMNS = [
     "rel_ci_high",
     "ci_excludes_zero",
     "p_wilcoxon",
+    "p_boot",
     "claimed",
     "matches_claim",
     "n_samples",
     "n_boot",
+    "n_seeds",
 ]
 
 
@@ -193,39 +195,141 @@ def _paired_inputs(base: Any, tuned: Any, mask: Any | None) -> tuple[M.ScoreSet,
     return b, t
 
 
-def _hist_ranges(
-    b: M.ScoreSet,
-    t: M.ScoreSet,
+def _ranges(
+    pairs: list[tuple[M.ScoreSet, M.ScoreSet]],
     hist_range: Literal["shared", "separate"] | tuple[float, float],
     edges: M.Edges,
 ) -> tuple[tuple[float, float], tuple[float, float]]:
-    """Histogram ranges of base and tuned: pooled, each its own, or fixed by the caller."""
-    if isinstance(hist_range, str):
-        if hist_range == "shared":
-            shared = M.shared_range(b, t, edges=edges)
-            return shared, shared
-        if hist_range == "separate":
-            return M.shared_range(b, edges=edges), M.shared_range(t, edges=edges)
-        raise ValueError(
-            f"hist_range must be 'shared', 'separate' or (low, high), got {hist_range!r}"
+    """Histogram ranges of (base, tuned): pooled over everything, each model's own, or fixed."""
+    if not isinstance(hist_range, str):
+        fixed = (float(hist_range[0]), float(hist_range[1]))
+        return fixed, fixed
+    if hist_range == "shared":
+        shared = M.shared_range(*[x for pair in pairs for x in pair], edges=edges)
+        return shared, shared
+    if hist_range == "separate":
+        return (
+            M.shared_range(*[b for b, _ in pairs], edges=edges),
+            M.shared_range(*[t for _, t in pairs], edges=edges),
         )
-    fixed = (float(hist_range[0]), float(hist_range[1]))
-    return fixed, fixed
+    raise ValueError(f"hist_range must be 'shared', 'separate' or (low, high), got {hist_range!r}")
 
 
-def _metric_row(
-    spec: Any,
-    eb: dict[str, tuple[float, np.ndarray]],
-    et: dict[str, tuple[float, np.ndarray]],
-    pb: _Prepared,
-    pt: _Prepared,
+def _seed_then_question_draws(
+    per_seed: list[dict[str, tuple[float, np.ndarray]]], n_boot: int, seed: int
+) -> dict[str, tuple[float, np.ndarray]]:
+    """Pool seeds: point = mean over seeds; draw b = mean over S seeds drawn with replacement.
+
+    Each seed's entry holds ``n_boot * S`` question resamples; slot i of draw b reads resample
+    ``i * n_boot + b`` of the seed it drew, so a seed drawn twice gets independent question
+    resamples (two-stage bootstrap). With one seed this is the plain question bootstrap.
+    """
+    n_seeds = len(per_seed)
+    if n_seeds == 1:
+        return per_seed[0]
+    chosen = np.random.default_rng([seed, n_seeds]).integers(0, n_seeds, size=(n_boot, n_seeds))
+    slots = np.arange(n_seeds)[None, :] * n_boot + np.arange(n_boot)[:, None]  # [B, S]
+    out = {}
+    for name in per_seed[0]:
+        stack = np.stack([d[name][1] for d in per_seed])  # [S, S * B]
+        point = float(np.mean([d[name][0] for d in per_seed]))
+        out[name] = (point, stack[chosen, slots].mean(axis=1))
+    return out
+
+
+def bootstrap_p(draws: np.ndarray) -> float:
+    """Two-sided bootstrap p-value of "no change" from the draws of a change.
+
+    ``min(1, 2 * min(#(d <= 0), #(d >= 0)) / B)`` with the usual +1 correction: it is below
+    ``1 - ci`` exactly when the percentile interval at level ``ci`` excludes zero (up to ties),
+    so a multiple-testing correction of these p-values corrects the interval rule itself.
+    NaN draws are ignored; all-zero draws (identical models) give 1.
+    """
+    d = np.asarray(draws, np.float64)
+    d = d[~np.isnan(d)]
+    if d.size == 0:
+        return float("nan")
+    below, above = np.count_nonzero(d <= 0), np.count_nonzero(d >= 0)
+    return float(min(1.0, 2 * (min(below, above) + 1) / (d.size + 1)))
+
+
+def compare_pooled(
+    pairs: list[tuple[Any, Any]],
     *,
+    mask: Any | None = None,
+    n_boot: int = 2000,
+    seed: int = 0,
+    ci: float = 0.95,
+    bins: int = M.DEFAULT_BINS,
+    hist_range: Literal["shared", "separate"] | tuple[float, float] = "shared",
+    edges: M.Edges = "real",
+    use_abs_diversity: bool = False,
+) -> pd.DataFrame:
+    """Paired comparison pooled over seeds: one (base, tuned) pair of score sets per tuned seed.
+
+    Each pair holds the questions selected for that seed (the base model scored on them, the
+    tuned seed scored on them). Point values are means over seeds; intervals resample seeds,
+    then questions within each drawn seed, so they include seed-to-seed variation. The Wilcoxon
+    test pools every seed's per-question differences. Options as in :func:`compare`.
+    """
+    if not pairs:
+        raise ValueError("compare_pooled needs at least one (base, tuned) pair")
+    if not 0 < ci < 1:
+        raise ValueError(f"ci must be in (0, 1) (e.g. 0.95), got {ci}")
+    sets = [_paired_inputs(b, t, mask) for b, t in pairs]
+    if len({s[0].mask.shape for s in sets}) > 1:
+        raise M.MetricInputError("the seeds' score sets live on different residual graphs")
+    b_range, t_range = _ranges(sets, hist_range, edges)
+    opts = {"bins": bins, "edges": edges, "use_abs_diversity": use_abs_diversity}
+    n_seeds = len(sets)
+    prepared, eb, et = [], [], []
+    for s, (b, t) in enumerate(sets):
+        pb, pt = _prepare(b, hist_range=b_range, **opts), _prepare(t, hist_range=t_range, **opts)
+        for model, ready, rng in (("base", pb, b_range), ("tuned", pt, t_range)):
+            if ready.hist_counts.sum() == 0:  # as information_complexity itself refuses
+                raise M.MetricInputError(
+                    f"no |W| value of {model} falls inside hist_range={rng}; widen the range or "
+                    "use hist_range='shared'"
+                )
+        m = multiplicities(resample_indices(b.n_samples, n_boot * n_seeds, seed + s), b.n_samples)
+        prepared.append((pb, pt))
+        eb.append(_point_and_boot(pb, m))
+        et.append(_point_and_boot(pt, m))
+    pooled_b = _seed_then_question_draws(eb, n_boot, seed)
+    pooled_t = _seed_then_question_draws(et, n_boot, seed)
+    n_samples = sum(b.n_samples for b, _ in sets)
+    rows = [
+        _row(spec, pooled_b[spec.name], pooled_t[spec.name], prepared, ci, n_samples, n_boot)
+        for spec in METRICS
+    ]
+    table = pd.DataFrame(rows, columns=COLUMNS).assign(n_seeds=n_seeds)
+    table.attrs.update(
+        {
+            "seed": seed,
+            "ci": ci,
+            "bins": bins,
+            "hist_range_base": b_range,
+            "hist_range_tuned": t_range,
+            "edges": edges,
+            "use_abs_diversity": use_abs_diversity,
+            "entropy_unit": "nats",
+            "n_seeds": n_seeds,
+        }
+    )
+    return table
+
+
+def _row(
+    spec: MetricSpec,
+    base: tuple[float, np.ndarray],
+    tuned: tuple[float, np.ndarray],
+    prepared: list[tuple[_Prepared, _Prepared]],
     ci: float,
-    n_boot: int,
     n_samples: int,
+    n_boot: int,
 ) -> dict[str, Any]:
-    """One metric's row of `compare`: values, change, bootstrap intervals, test, claim."""
-    (vb, boot_b), (vt, boot_t) = eb[spec.name], et[spec.name]
+    """One metric's row of the comparison table from its pooled point values and draws."""
+    (vb, boot_b), (vt, boot_t) = base, tuned
     change = vt - vb
     d = boot_t - boot_b
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -233,11 +337,12 @@ def _metric_row(
         rel_d = d / np.abs(boot_b)
     lo, hi = percentile_interval(d, ci)
     rlo, rhi = percentile_interval(rel_d, ci)
-    p = (
-        paired_wilcoxon(pb.per_sample[spec.name], pt.per_sample[spec.name])
-        if spec.kind == "per-sample"
-        else np.nan
-    )
+    if spec.kind == "per-sample":
+        pb = np.concatenate([b.per_sample[spec.name] for b, _ in prepared])
+        pt = np.concatenate([t.per_sample[spec.name] for _, t in prepared])
+        p = paired_wilcoxon(pb, pt)
+    else:
+        p = np.nan
     sign = 1 if spec.claimed == "up" else -1
     return {
         "metric": spec.name,
@@ -252,6 +357,7 @@ def _metric_row(
         "rel_ci_high": rhi,
         "ci_excludes_zero": bool(lo > 0 or hi < 0),
         "p_wilcoxon": p,
+        "p_boot": bootstrap_p(d),
         "claimed": spec.claimed,
         "matches_claim": bool(sign * change > 0),
         "n_samples": n_samples,
@@ -278,45 +384,19 @@ def compare(
     two information complexities are measured on one scale; ``"separate"`` bins each model on its
     own ``(0, max |W|)`` (scale-free per model, but not a like-for-like comparison); a tuple fixes
     the range. ``rel_change`` is ``change / |base|``. Settings are stored in ``DataFrame.attrs``.
+    One seed of :func:`compare_pooled`.
     """
-    if not 0 < ci < 1:
-        raise ValueError(f"ci must be in (0, 1) (e.g. 0.95), got {ci}")
-    b, t = _paired_inputs(base, tuned, mask)
-    b_range, t_range = _hist_ranges(b, t, hist_range, edges)
-    pb = _prepare(
-        b, hist_range=b_range, bins=bins, edges=edges, use_abs_diversity=use_abs_diversity
+    return compare_pooled(
+        [(base, tuned)],
+        mask=mask,
+        n_boot=n_boot,
+        seed=seed,
+        ci=ci,
+        bins=bins,
+        hist_range=hist_range,
+        edges=edges,
+        use_abs_diversity=use_abs_diversity,
     )
-    pt = _prepare(
-        t, hist_range=t_range, bins=bins, edges=edges, use_abs_diversity=use_abs_diversity
-    )
-    for model, prepared, rng in (("base", pb, b_range), ("tuned", pt, t_range)):
-        if prepared.hist_counts.sum() == 0:  # as information_complexity itself refuses
-            raise M.MetricInputError(
-                f"no |W| value of {model} falls inside hist_range={rng}; widen the range or use "
-                "hist_range='shared'"
-            )
-
-    m = multiplicities(resample_indices(b.n_samples, n_boot, seed), b.n_samples)
-    eb, et = _point_and_boot(pb, m), _point_and_boot(pt, m)
-
-    rows = [
-        _metric_row(spec, eb, et, pb, pt, ci=ci, n_boot=n_boot, n_samples=b.n_samples)
-        for spec in METRICS
-    ]
-    table = pd.DataFrame(rows, columns=COLUMNS)
-    table.attrs.update(
-        {
-            "seed": seed,
-            "ci": ci,
-            "bins": bins,
-            "hist_range_base": b_range,
-            "hist_range_tuned": t_range,
-            "edges": edges,
-            "use_abs_diversity": use_abs_diversity,
-            "entropy_unit": "nats",
-        }
-    )
-    return table
 
 
 def binning_sensitivity(
@@ -354,3 +434,78 @@ def binning_sensitivity(
                     row[f"{label} change"] = t.loc[metric, "rel_change"]
                 rows.append(row)
     return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- multiple testing
+
+ALPHA = 0.05  # the one significance level of the report
+
+
+def holm(p: Any) -> np.ndarray:
+    """Holm's step-down adjusted p-values (family-wise error control under any dependence).
+
+    Sorted ascending, ``p_(i)`` becomes ``max_{j <= i} min(1, (m - j + 1) p_(j))``; NaN entries
+    are not tests: they stay NaN and do not count in m.
+    """
+    p = np.asarray(p, np.float64)
+    out = np.full(p.shape, np.nan)
+    ok = ~np.isnan(p)
+    m = int(ok.sum())
+    if m:
+        order = np.argsort(p[ok], kind="stable")
+        scaled = np.minimum(1.0, (m - np.arange(m)) * p[ok][order])
+        adjusted = np.empty(m)
+        adjusted[order] = np.maximum.accumulate(scaled)
+        out[ok] = adjusted
+    return out
+
+
+def benjamini_hochberg(p: Any) -> np.ndarray:
+    """Benjamini-Hochberg step-up adjusted p-values (false discovery rate; NaN = not a test).
+
+    Sorted ascending, ``p_(i)`` becomes ``min_{j >= i} min(1, m p_(j) / j)``.
+    """
+    p = np.asarray(p, np.float64)
+    out = np.full(p.shape, np.nan)
+    ok = ~np.isnan(p)
+    m = int(ok.sum())
+    if m:
+        order = np.argsort(p[ok], kind="stable")
+        scaled = np.minimum(1.0, m * p[ok][order] / np.arange(1, m + 1))
+        adjusted = np.empty(m)
+        adjusted[order] = np.minimum.accumulate(scaled[::-1])[::-1]
+        out[ok] = adjusted
+    return out
+
+
+def mark_significance(table: pd.DataFrame, family: list[str] | None = None) -> pd.DataFrame:
+    """Add ``p_holm`` and ``significant``: the report's one rule for "significant".
+
+    A change is significant when its Holm-adjusted bootstrap p (``p_boot``) is below
+    :data:`ALPHA`, i.e. when its interval still excludes zero after correcting for every test in
+    the table (or in each group of ``family`` columns). Holm, not Benjamini-Hochberg: the tests
+    of a table share their scores, so they are dependent, and Holm holds under any dependence.
+    The raw ``p_boot`` and ``p_wilcoxon`` stay beside it. Rows with NaN ``p_boot`` are no test.
+    """
+    out = table.copy()
+    if family:
+        out["p_holm"] = out.groupby(family, dropna=False)["p_boot"].transform(holm)
+    else:
+        out["p_holm"] = holm(out["p_boot"].to_numpy())
+    out["significant"] = out["p_holm"] < ALPHA
+    return out
+
+
+def distinct_settings(table: pd.DataFrame, keys: list[str], setting: str = "t_cut") -> pd.DataFrame:
+    """Keep one row set per identical setting: alphas with the same T_cut score the same window.
+
+    Within each group of ``keys`` (e.g. pair, control, metric), rows whose ``setting`` value
+    repeats are dropped after the first; the kept row's ``alphas`` lists every alpha it stands
+    for, so a setting is reported, and counted as evidence, once.
+    """
+    group = [*keys, setting]
+    alphas = table.groupby(group, dropna=False)["alpha"].transform(
+        lambda a: ", ".join(f"{x:g}" for x in a)
+    )
+    out = table.assign(alphas=alphas)
+    return out.drop_duplicates(group, keep="first").reset_index(drop=True)
