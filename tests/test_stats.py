@@ -284,3 +284,23 @@ def test_pooled_seeds_widen_the_interval_by_the_seed_spread() -> None:
     assert width > 1.5 * width_concat
     # Three resampled seeds: the interval spans most of the seeds' own changes (0 to +60%).
     assert row.rel_ci_low < 0.1 and row.rel_ci_high > 0.45
+
+
+def test_two_stage_weights_are_the_pooled_comparisons_draws() -> None:
+    """With equal seed sizes, the weighted mean of per-question differences under
+    two_stage_weights is exactly the pooled intensity change of each draw."""
+    pairs = [paired_example(12, s, seed=40 + i) for i, s in enumerate((0.0, 0.5, 1.0))]
+    n_boot = 400
+    w = S.two_stage_weights([12, 12, 12], n_boot, seed=3)
+    assert w.shape == (n_boot, 36)
+    np.testing.assert_array_equal(w.sum(axis=1), 36)  # three seed slots of 12 questions each
+    assert (w.reshape(n_boot, 3, 12).sum(axis=2) % 12 == 0).all()  # whole seeds drawn
+    d = np.concatenate(
+        [M.sample_intensity(t, MASK3) - M.sample_intensity(b, MASK3) for b, t in pairs]
+    )
+    lo, hi = S.percentile_interval(w @ d / 36, 0.95)
+    row = S.compare_pooled(pairs, mask=MASK3, n_boot=n_boot, seed=3).iloc[0]
+    assert (row.ci_low, row.ci_high) == pytest.approx((lo, hi), rel=1e-9)
+    np.testing.assert_array_equal(
+        S.two_stage_weights([5], 10, 0), S.multiplicities(S.resample_indices(5, 10, 0), 5)
+    )

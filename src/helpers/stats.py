@@ -215,26 +215,57 @@ def _ranges(
     raise ValueError(f"hist_range must be 'shared', 'separate' or (low, high), got {hist_range!r}")
 
 
+def seed_draws(n_seeds: int, n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The seed stage of the two-stage bootstrap: ``(chosen, slots)``, both ``[n_boot, S]``.
+
+    Draw b takes seeds ``chosen[b]`` (S of them, with replacement); its slot i reads question
+    resample ``slots[b, i] = i * n_boot + b`` of the seed it took, out of ``S * n_boot`` resamples
+    per seed, so a seed drawn twice gets independent question resamples.
+    """
+    chosen = np.random.default_rng([seed, n_seeds]).integers(0, n_seeds, size=(n_boot, n_seeds))
+    slots = np.arange(n_seeds)[None, :] * n_boot + np.arange(n_boot)[:, None]
+    return chosen, slots
+
+
 def _seed_then_question_draws(
     per_seed: list[dict[str, tuple[float, np.ndarray]]], n_boot: int, seed: int
 ) -> dict[str, tuple[float, np.ndarray]]:
-    """Pool seeds: point = mean over seeds; draw b = mean over S seeds drawn with replacement.
+    """Pool seeds: point = mean over seeds; draw b = mean over the seeds it drew (`seed_draws`).
 
-    Each seed's entry holds ``n_boot * S`` question resamples; slot i of draw b reads resample
-    ``i * n_boot + b`` of the seed it drew, so a seed drawn twice gets independent question
-    resamples (two-stage bootstrap). With one seed this is the plain question bootstrap.
+    With one seed this is the plain question bootstrap.
     """
     n_seeds = len(per_seed)
     if n_seeds == 1:
         return per_seed[0]
-    chosen = np.random.default_rng([seed, n_seeds]).integers(0, n_seeds, size=(n_boot, n_seeds))
-    slots = np.arange(n_seeds)[None, :] * n_boot + np.arange(n_boot)[:, None]  # [B, S]
+    chosen, slots = seed_draws(n_seeds, n_boot, seed)
     out = {}
     for name in per_seed[0]:
         stack = np.stack([d[name][1] for d in per_seed])  # [S, S * B]
         point = float(np.mean([d[name][0] for d in per_seed]))
         out[name] = (point, stack[chosen, slots].mean(axis=1))
     return out
+
+
+def two_stage_weights(sizes: list[int], n_boot: int, seed: int) -> np.ndarray:
+    """``[n_boot, sum(sizes)]`` bootstrap weight of every question of every seed, seeds first.
+
+    The same draws as :func:`compare_pooled` makes, as weights on the stacked questions (for
+    statistics that are not a mean over seeds, such as a regression fitted on all of them).
+    """
+    n_seeds = len(sizes)
+    per_seed = [
+        multiplicities(resample_indices(n, n_boot * n_seeds, seed + s), n)
+        for s, n in enumerate(sizes)
+    ]
+    if n_seeds == 1:
+        return per_seed[0]
+    chosen, slots = seed_draws(n_seeds, n_boot, seed)
+    weights = [np.zeros((n_boot, n)) for n in sizes]
+    for slot in range(n_seeds):
+        for s in range(n_seeds):
+            hit = np.nonzero(chosen[:, slot] == s)[0]  # draws whose slot picked seed s
+            weights[s][hit] += per_seed[s][slots[hit, slot]]
+    return np.concatenate(weights, axis=1)
 
 
 def bootstrap_p(draws: np.ndarray) -> float:
