@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -61,6 +62,8 @@ def test_score_pair_caches_and_saves(pair, tmp_path: Path, monkeypatch: pytest.M
             "delta": 10.0,
             "beta": 0.0,
             "gamma": 10.0,
+            "controls": ["raw"],
+            "token_profile": False,
         }
     )
 
@@ -87,6 +90,71 @@ def test_score_pair_caches_and_saves(pair, tmp_path: Path, monkeypatch: pytest.M
     assert len(saved) == len(table)
     loaded = analysis.load_results(tmp_path / "results", check=False)
     assert list(loaded["pair"].unique()) == ["tiny"]
+
+
+def test_score_pair_scores_every_control_and_pools_seeds(
+    pair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """All controls, two tuned seeds: one row per (alpha, control, metric), seeds pooled, every
+    EAP call cached; the token profile covers each model's answer tokens at the focus alpha."""
+    base, tuned, records = pair
+    tok = base[1]
+    seed = (tiny_model("llama", vocab_size=len(tok), seed=3), tok)
+    seed_records = analysis.evaluate_pair(
+        base,
+        seed,
+        task="organisms",
+        max_new_tokens=6,
+        n_items=10,
+        batch_size=5,
+        names=("tiny-1", "tiny-3"),
+        cache_dir=tmp_path / "gens",
+    )
+    for frame in (records.base, records.tuned, seed_records.base, seed_records.tuned):
+        frame["correct"] = True
+    monkeypatch.setenv("RL_CIRCUITRY_ROOT", str(tmp_path))
+    spec = PairSpec.from_params(
+        {
+            "pair": "tiny",
+            "base": "tiny-1",
+            "tuned": "tiny-2",
+            "tuned_seeds": ["tiny-3"],
+            "alphas": [0.2, 1.0],
+            "focus_alpha": 1.0,
+            "n_questions": 6,
+            "eap_chunk": 8,
+            "n_boot": 50,
+            "delta": 10.0,
+            "beta": 0.0,
+            "gamma": 10.0,
+        }
+    )
+    calls = []
+    real = analysis.edge_scores
+    monkeypatch.setattr(analysis, "edge_scores", lambda *a, **k: calls.append(1) or real(*a, **k))
+    result = analysis.score_pair(spec, base, tuned, records, [(seed, seed_records)])
+    table = result.metric_table()
+    from helpers.controls import CONTROLS
+    from helpers.stats import METRICS
+
+    assert len(table) == 2 * len(CONTROLS) * len(METRICS)
+    assert set(table["control"]) == set(CONTROLS)
+    tested = table[table["p_boot"].notna()]
+    assert (tested["n_seeds"] == 2).all()
+    assert (table["t_cuts"].str.count(",") == 1).all()  # one T_cut per seed
+    # T_cut 1 at alpha 0.2 (answers of at most 6 tokens): nothing left once the first is dropped.
+    low = table[(table["alpha"] == 0.2) & (table["control"] == "no_first_token")]
+    assert (result.alphas[0.2].t_cuts == [1, 1]) == low["p_boot"].isna().all()
+    raw = result.alphas[1.0].table
+    assert list(raw["metric"]) == [m.name for m in METRICS] and "control" not in raw
+    tokens = result.alphas[1.0].tokens
+    assert tokens is not None and set(tokens.index.get_level_values("model")) == {"base", "tuned"}
+    shares = tokens.groupby(level="model")["mass_share"].sum()  # every answer has T_cut tokens
+    np.testing.assert_allclose(shares, 1.0, rtol=1e-6)
+    n_calls = len(calls)
+    again = analysis.score_pair(spec, base, tuned, records, [(seed, seed_records)])
+    assert len(calls) == n_calls  # every control's scores came from the cache
+    pd.testing.assert_frame_equal(again.metric_table(), table)
 
 
 def test_auto_batches_follow_the_planner_on_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:

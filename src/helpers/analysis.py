@@ -17,10 +17,11 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from helpers import controls as C
 from helpers import io, publish
 from helpers.backend import LOCAL, Local
 from helpers.cache_repair import read_or_none
-from helpers.eap import EdgeScores, concat, edge_scores
+from helpers.eap import EdgeScores, Objective, concat, edge_scores
 from helpers.evaluation import (
     GenerationSettings,
     ModelBatch,
@@ -33,7 +34,7 @@ from helpers.evaluation import (
 from helpers.evaluation.cache import default_cache_dir, model_fingerprint
 from helpers.paths import layout
 from helpers.specs import PairSpec
-from helpers.stats import compare
+from helpers.windows import token_decomposition, token_profile
 
 CPU_GENERATION_BATCH = 16
 CPU_EAP_CHUNK = 16
@@ -207,8 +208,11 @@ def evaluate_pair(
     return PairRecords(*out)
 
 
-def _batch_key(model: Any, batch: ModelBatch, positions: str, backend: Local) -> str:
-    """Cache key of one batch's scores: the weights' identity, the inputs and the position rule."""
+def _batch_key(
+    model: Any, batch: ModelBatch, positions: str, backend: Local, objective: str = "nll"
+) -> str:
+    """Cache key of one batch's scores: the weights' identity, the inputs, the position rule and
+    the objective (the NLL adds nothing, so its keys are those of earlier versions)."""
     h = hashlib.sha256()
     module = getattr(model, "_module", model)
     if isinstance(module, torch.nn.Module) and not backend.remote:
@@ -220,6 +224,8 @@ def _batch_key(model: Any, batch: ModelBatch, positions: str, backend: Local) ->
     for t in (batch.input_ids, batch.attention_mask, batch.labels):
         h.update(t.cpu().numpy().tobytes())
     h.update(positions.encode())
+    if objective != "nll":
+        h.update(objective.encode())
     return h.hexdigest()[:24]
 
 
@@ -233,17 +239,19 @@ def score_batch(
     use_cache: bool = True,
     backend: Local = LOCAL,
     desc: str = "EAP",
+    objective: Objective | None = None,
 ) -> EdgeScores:
-    """`edge_scores` over a selection's batch in chunks, cached by (weights, inputs, positions).
-
-    The cache lives in `cache_dir` (default the layout's `data/scores/`, git-ignored).
+    """`edge_scores` over a selection's batch in chunks, cached by (weights, inputs, positions,
+    objective). The cache lives in `cache_dir` (default the layout's `data/scores/`, git-ignored);
+    an entry from before the gradient norms were recorded is recomputed.
     """
     path = None
     if use_cache:
         folder = Path(cache_dir) if cache_dir is not None else layout().scores
-        path = folder / f"{_batch_key(model, batch, positions, backend)}.pt"
+        name = getattr(objective, "__name__", "custom") if objective else "nll"
+        path = folder / f"{_batch_key(model, batch, positions, backend, name)}.pt"
         cached = read_or_none(path, EdgeScores.load) if path.is_file() else None
-        if cached is not None:
+        if cached is not None and cached.grad_norm_resid is not None:
             return cached
     device = backend.input_device(model)
     parts = []
@@ -260,6 +268,7 @@ def score_batch(
                 labels[:, :width].to(device),
                 positions=positions,  # type: ignore[arg-type]
                 backend=backend,
+                objective=objective,
             )
         )
     scores = concat(parts)
@@ -270,13 +279,22 @@ def score_batch(
 
 @dataclass
 class AlphaResult:
-    """Selection, both models' scores and the paired metric table at one alpha."""
+    """One alpha: the selection and both models' raw scores (first seed), every control's table."""
 
     alpha: float
     selection: Selection
     base: EdgeScores
     tuned: EdgeScores
-    table: pd.DataFrame
+    controls: pd.DataFrame  # one row per (control, metric), seeds pooled
+    t_cuts: list[int] = field(default_factory=list)  # T_cut of each tuned seed
+    losses: tuple[float, float] = (float("nan"), float("nan"))  # mean raw loss, seeds pooled
+    tokens: pd.DataFrame | None = None  # per-answer-token profile of each model (focus alpha)
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """The raw (study's) comparison: one row per metric."""
+        raw = self.controls[self.controls["control"] == "raw"]
+        return raw.drop(columns="control").reset_index(drop=True)
 
 
 @dataclass
@@ -288,51 +306,119 @@ class PairAnalysis:
     alphas: dict[float, AlphaResult] = field(default_factory=dict)
 
     def metric_table(self) -> pd.DataFrame:
-        """All alphas' metric rows, with the pair's name and alpha as columns."""
+        """Every alpha's rows, one per (control, metric), with pair, alpha, T_cut and losses."""
         frames = []
         for alpha, res in self.alphas.items():
-            t = res.table.copy()
+            t = res.controls.copy()
             t.insert(0, "alpha", alpha)
             t.insert(0, "pair", self.name)
             t["t_cut"] = res.selection.t_cut
-            t["loss_base"] = float(res.base.loss.mean())
-            t["loss_tuned"] = float(res.tuned.loss.mean())
+            t["t_cuts"] = ",".join(str(c) for c in res.t_cuts or [res.selection.t_cut])
+            t["loss_base"], t["loss_tuned"] = res.losses
             frames.append(t)
         return pd.concat(frames, ignore_index=True)
 
 
-def score_pair(
-    spec: PairSpec, base: tuple[Any, Any], tuned: tuple[Any, Any], records: PairRecords
-) -> PairAnalysis:
-    """Select questions and T_cut at each of the spec's alphas, score both models with EAP on the
-    spec's backend, and compare them.
+def _scorer(spec: PairSpec, backend: Local, chunk: int, alpha: float) -> C.Scorer:
+    """The controls' way to score a batch: `score_batch`, cached, on the pair's backend."""
 
-    `spec.eap_chunk=None` lets the memory planner pick the EAP batch for this GPU (16 on a CPU).
+    def score(model: Any, batch: ModelBatch, objective: Objective | None, label: str) -> EdgeScores:
+        return score_batch(
+            model,
+            batch,
+            chunk=chunk,
+            positions=spec.positions,
+            backend=backend,
+            desc=f"EAP {label} a={alpha}",
+            objective=objective,
+        )
+
+    return score
+
+
+def score_pair(
+    spec: PairSpec,
+    base: tuple[Any, Any],
+    tuned: tuple[Any, Any],
+    records: PairRecords,
+    seeds: list[tuple[tuple[Any, Any], PairRecords]] | None = None,
+) -> PairAnalysis:
+    """Select questions and T_cut at each of the spec's alphas, score both models with EAP under
+    every control of the spec on its backend, and compare them, pooling the tuned seeds.
+
+    `seeds` are the further tuned seeds (model, their records against the base), as
+    `load_seeds` gives them; each seed has its own selection. `spec.eap_chunk=None` lets the
+    memory planner pick the EAP batch for this GPU (16 on a CPU).
     """
     out = PairAnalysis(spec.pair, records)
     pad_id = base[1].pad_token_id if base[1].pad_token_id is not None else 0
     backend = spec.execution()
+    controls = spec.control_names()
+    runs = [(tuned, records), *(seeds or [])]
     for alpha in spec.alphas:
-        sel = select_questions(
-            records.base, records.tuned, alpha=alpha, pad_id=pad_id, **spec.selection.kwargs()
-        )
-        chunk = spec.eap_chunk
-        if chunk is None:  # ask the planner only when no chunk size was given
-            width = max(b.input_ids.shape[1] for b in sel.batches.values())
-            _, chunk = auto_batches(base[0], eap_seq_len=width, eap_labelled=sel.t_cut)
-        sb, st = (
-            score_batch(
-                model,
-                sel.batches[role],
-                chunk=chunk,
-                positions=spec.positions,
-                backend=backend,
-                desc=f"EAP {role} a={alpha}",
+        per_seed, selections = [], []
+        for (model, _), recs in runs:
+            sel = select_questions(
+                recs.base, recs.tuned, alpha=alpha, pad_id=pad_id, **spec.selection.kwargs()
             )
-            for (model, _), role in ((base, "base"), (tuned, "tuned"))
+            chunk = spec.eap_chunk or _planned_chunk(base[0], sel)
+            score = _scorer(spec, backend, chunk, alpha)
+            per_seed.append(C.control_scores(score, base[0], model, sel, controls))
+            selections.append(sel)
+        table = C.control_table(
+            per_seed, controls, n_boot=spec.n_boot, bins=spec.bins, seed=spec.selection.seed
         )
-        table = compare(sb, st, n_boot=spec.n_boot, bins=spec.bins, seed=spec.selection.seed)
-        out.alphas[alpha] = AlphaResult(alpha, sel, sb, st, table)
+        raw_b, raw_t = per_seed[0]["raw"]
+        losses = tuple(
+            float(torch.cat([s["raw"][i].loss for s in per_seed]).mean()) for i in (0, 1)
+        )
+        out.alphas[alpha] = AlphaResult(
+            alpha, selections[0], raw_b, raw_t, table, [s.t_cut for s in selections], losses
+        )
+    focus = out.alphas.get(spec.focus_alpha)
+    if spec.token_profile and focus is not None and backend.name == "local":
+        focus.tokens = token_table(spec, base[0], tuned[0], focus.selection)
+    return out
+
+
+def _planned_chunk(model: Any, sel: Selection) -> int:
+    """The memory planner's EAP batch for this selection's widest batch."""
+    width = max(b.input_ids.shape[1] for b in sel.batches.values())
+    _, chunk = auto_batches(model, eap_seq_len=width, eap_labelled=sel.t_cut)
+    return chunk
+
+
+def token_table(spec: PairSpec, base: Any, tuned: Any, sel: Selection) -> pd.DataFrame:
+    """Per answer token of each model's own answer: loss, intensity and share of attribution."""
+    frames = []
+    for role, model in (("base", base), ("tuned", tuned)):
+        batch = sel.batches[role]
+        device = spec.execution().input_device(model)
+        tokens = token_decomposition(
+            model,
+            *(t.to(device) for t in (batch.input_ids, batch.attention_mask, batch.labels)),
+            positions=spec.positions,  # type: ignore[arg-type]
+            chunk=spec.eap_chunk or 64,
+            progress=True,
+        )
+        frames.append(token_profile(tokens).assign(model=role))
+    return pd.concat(frames).reset_index().set_index(["model", "token"])
+
+
+def load_seeds(spec: PairSpec, base: tuple[Any, Any]) -> list[tuple[tuple[Any, Any], PairRecords]]:
+    """The spec's further tuned seeds, loaded, each with its graded answers against the base."""
+    out = []
+    backend = spec.execution()
+    for ref in spec.tuned_seeds:
+        model = load_model(
+            ref, dtype=spec.dtype, trust_remote_code=spec.trust_remote_code, backend=backend
+        )
+        kwargs = {
+            **spec.evaluation_kwargs(),
+            "names": (spec.base, ref),
+            "revisions": (spec.base_revision, None),
+        }
+        out.append((model, evaluate_pair(base, model, **kwargs)))
     return out
 
 
@@ -386,16 +472,18 @@ def selection_table(analysis: PairAnalysis) -> pd.DataFrame:
     """
     rows = []
     for alpha, res in analysis.alphas.items():
-        rows.append(
-            {
-                "alpha": alpha,
-                "refer": res.selection.refer,
-                "T_cut": res.selection.t_cut,
-                **res.selection.counts,
-                "loss base": float(res.base.loss.mean()),
-                "loss tuned": float(res.tuned.loss.mean()),
-            }
-        )
+        row = {
+            "alpha": alpha,
+            "refer": res.selection.refer,
+            "T_cut": res.selection.t_cut,
+            **res.selection.counts,
+            "loss base": float(res.base.loss.mean()),
+            "loss tuned": float(res.tuned.loss.mean()),
+        }
+        if len(res.t_cuts) > 1:  # pooled seeds: each has its own selection and T_cut
+            row["T_cut per seed"] = ",".join(map(str, res.t_cuts))
+            row["loss base"], row["loss tuned"] = res.losses
+        rows.append(row)
     return pd.DataFrame(rows).set_index("alpha")
 
 
@@ -475,6 +563,8 @@ def changes_along(
                 "alphas": [alpha],
                 "n_questions": n_questions,
                 "n_boot": n_boot,
+                "controls": ["raw"],  # the dynamics page follows the study's definition
+                "token_profile": False,
                 **select,
             }
         )

@@ -66,6 +66,9 @@ class PairSpec:
     eap_chunk: int | None = None  # None: the memory planner picks
     n_boot: int = 2000
     bins: int = 100
+    controls: tuple[str, ...] | None = None  # None: every control (helpers.controls.CONTROLS)
+    tuned_seeds: tuple[str, ...] = ()  # more seeds of the tuned model, pooled with `tuned`
+    token_profile: bool = True  # per-answer-token decomposition at the focus alpha
 
     def __post_init__(self) -> None:
         problems = check_fields(self)
@@ -99,6 +102,8 @@ class PairSpec:
         """The flat parameters (the notebook's names) of this spec, for result files."""
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "selection"}
         out["alphas"] = list(self.alphas)
+        out["tuned_seeds"] = list(self.tuned_seeds)
+        out["controls"] = None if self.controls is None else list(self.controls)
         for flat, name in SELECTION_KEYS.items():
             out[flat] = getattr(self.selection, name)
         return out
@@ -106,6 +111,12 @@ class PairSpec:
     def replace(self, **changes: Any) -> PairSpec:
         """A copy with `changes` (flat names, as in `from_params`)."""
         return PairSpec.from_params({**self.to_params(), **changes})
+
+    def control_names(self) -> list[str]:
+        """The controls this pair is scored under, in the report's order."""
+        from helpers.controls import CONTROLS, check_controls
+
+        return list(CONTROLS) if self.controls is None else check_controls(list(self.controls))
 
     def execution(self) -> Local:
         """The execution backend this pair runs on."""
@@ -146,8 +157,9 @@ def _split(params: Mapping[str, Any]) -> dict[str, Any]:
     if unknown:
         names = sorted(known | set(SELECTION_KEYS) | set(ALIASES))
         raise ValueError(f"unknown parameters {unknown}; a pair takes {', '.join(names)}")
-    if "alphas" in out and isinstance(out["alphas"], list | tuple):
-        out["alphas"] = tuple(out["alphas"])
+    for key in ("alphas", "controls", "tuned_seeds"):
+        if isinstance(out.get(key), list | tuple):
+            out[key] = tuple(out[key])
     out["selection"] = SelectionSpec(**selection)
     return out
 
@@ -158,6 +170,30 @@ def _alphas(spec: PairSpec) -> str | None:
     )
     return (
         None if ok else f"alphas must be a non-empty list of numbers in (0, 1], got {spec.alphas}"
+    )
+
+
+def _controls(spec: PairSpec) -> str | None:
+    if spec.controls is None:
+        return None
+    try:
+        spec.control_names()
+    except ValueError as err:
+        return str(err)
+    return None if spec.controls else "controls must name at least one control (or be null: all)"
+
+
+def _seeds(spec: PairSpec) -> str | None:
+    ok = (
+        all(isinstance(s, str) and s for s in spec.tuned_seeds)
+        and spec.tuned not in spec.tuned_seeds
+    )
+    return (
+        None
+        if ok
+        else (
+            f"tuned_seeds must be a list of model references other than tuned, got {spec.tuned_seeds}"
+        )
     )
 
 
@@ -210,6 +246,8 @@ def _dtypes() -> list[str]:
 
 CHECKS: dict[str, Callable[[PairSpec], str | None]] = {
     "alphas": _alphas,
+    "controls": _controls,
+    "tuned_seeds": _seeds,
     "max_new_tokens": _positive("max_new_tokens"),
     "n_items": _positive("n_items", optional=True),
     "gen_batch_size": _positive("gen_batch_size", optional=True),
