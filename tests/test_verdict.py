@@ -104,6 +104,7 @@ def test_claim_verdicts_and_online_rl_against_dpo() -> None:
     by = contrast.set_index(["claim", "control"])
     assert by.loc[("intensity", "raw"), "verdict"] == "replicated"
     assert by.loc[("kurtosis", "raw"), "verdict"] == "contradicted"
+    assert V.contrast_grid(contrast).loc["kurtosis down", "raw"] == "contradicted"
     grid = V.verdict_grid(claims)
     assert grid.loc["activation intensity up", "raw"] == "replicated (3/0 of 4)"
     text = V.summary_markdown(claims, contrast, control="raw")
@@ -115,3 +116,35 @@ def test_claim_verdicts_and_online_rl_against_dpo() -> None:
 def test_evidence_names_missing_columns() -> None:
     with pytest.raises(ValueError, match="p_boot"):
         V.evidence(pd.DataFrame(rows("a", "PPO", [(0.1, 1, 0.1, 0.1)])).drop(columns="p_boot"))
+
+
+def test_control_grid_and_summary_show_each_distinct_setting_once() -> None:
+    from helpers import tables
+
+    table = pd.DataFrame(
+        rows("ppo", "PPO", [(0.03, 1, 0.2, 0.001), (0.1, 1, 0.2, 0.001), (0.3, 3, -0.1, 0.3)])
+        + rows(
+            "ppo",
+            "PPO",
+            [
+                (0.03, 1, float("nan"), float("nan")),
+                (0.1, 1, float("nan"), float("nan")),
+                (0.3, 3, 0.05, 0.01),
+            ],
+            control="no_first_token",
+        )
+    ).assign(
+        rel_ci_low=lambda d: d["rel_change"] - 0.05, rel_ci_high=lambda d: d["rel_change"] + 0.05
+    )
+    grid = tables.control_grid(table)
+    assert list(grid.columns) == ["raw", "no_first_token"]  # the report's order of controls
+    assert list(grid.index) == [("0.03, 0.1", 1, "intensity"), ("0.3", 3, "intensity")]
+    assert grid.loc[("0.03, 0.1", 1, "intensity"), "raw"] == "+20.0% [+15.0, +25.0] *"
+    assert grid.loc[("0.3", 3, "intensity"), "raw"] == "-10.0% [-15.0, -5.0]"
+    assert grid.loc[("0.03, 0.1", 1, "intensity"), "no_first_token"] == "—"
+    summary = tables.control_summary(V.evidence(table), ["intensity"], ["raw", "no_first_token"])
+    assert summary.shape == (2, 2)
+    assert (
+        summary.loc[("PPO", "ppo", "0.3"), ("intensity", "no_first_token")]
+        == "+5.0% [+0.0, +10.0] *"
+    )

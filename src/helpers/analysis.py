@@ -454,13 +454,15 @@ def load_results(root: Path | None = None, *, check: bool = True) -> pd.DataFram
     """Every saved pair's metric rows, for the summary page (empty frame if none).
 
     With `check` (the default), each folder's run.json must record the parameters its parameter
-    file holds now, else `publish.ResultsMismatch` names both.
+    file holds now, else `publish.ResultsMismatch` names both. Tables written before the controls
+    existed hold the raw definition only: their rows get ``control = "raw"``.
     """
     root = root if root is not None else layout().results
     paths = sorted(root.glob("*/metrics.csv"))
     for path in paths if check else ():
         publish.check_published(path.parent, layout().params)
     frames = [pd.read_csv(p) for p in paths]
+    frames = [f if "control" in f.columns else f.assign(control="raw") for f in frames]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 

@@ -527,13 +527,17 @@ def mark_significance(table: pd.DataFrame, family: list[str] | None = None) -> p
     return out
 
 
-def distinct_settings(table: pd.DataFrame, keys: list[str], setting: str = "t_cut") -> pd.DataFrame:
+def distinct_settings(
+    table: pd.DataFrame, keys: list[str], setting: str | None = None
+) -> pd.DataFrame:
     """Keep one row set per identical setting: alphas with the same T_cut score the same window.
 
     Within each group of ``keys`` (e.g. pair, control, metric), rows whose ``setting`` value
     repeats are dropped after the first; the kept row's ``alphas`` lists every alpha it stands
-    for, so a setting is reported, and counted as evidence, once.
+    for, so a setting is reported, and counted as evidence, once. ``setting`` defaults to
+    ``t_cuts`` (one T_cut per pooled seed) when the table has it, else ``t_cut``.
     """
+    setting = setting or ("t_cuts" if "t_cuts" in table.columns else "t_cut")
     group = [*keys, setting]
     alphas = table.groupby(group, dropna=False)["alpha"].transform(
         lambda a: ", ".join(f"{x:g}" for x in a)

@@ -61,3 +61,83 @@ def dynamics_wide(
     origin = origin.merge(checkpoints, on=["run", "step"])
     out = pd.concat([origin, table], ignore_index=True)
     return out.sort_values(["run", "step"], ignore_index=True)
+
+
+def _interval_cell(r: pd.Series) -> str:
+    """'+12.3% [+3.1, +20.0]', with ' *' when significant by the report's rule; '—' if no test."""
+    if pd.isna(r["rel_change"]):
+        return "—"
+    mark = " *" if r.get("significant", False) else ""
+    return (
+        f"{100 * r['rel_change']:+.1f}% [{100 * r['rel_ci_low']:+.1f}, "
+        f"{100 * r['rel_ci_high']:+.1f}]{mark}"
+    )
+
+
+def control_grid(table: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd.DataFrame:
+    """One pair's changes under every control: rows (T_cut, metric), one column per control.
+
+    Alphas with the same T_cut are shown once (``stats.distinct_settings``); * marks a change
+    significant after Holm's correction over every test of that control's column.
+    """
+    from helpers.controls import CONTROLS
+    from helpers.stats import distinct_settings, mark_significance
+
+    rows = distinct_settings(table, ["control", "metric"])
+    rows = mark_significance(rows, ["control"]).assign(
+        cell=lambda d: d.apply(_interval_cell, axis=1)
+    )
+    grid = rows.pivot_table(
+        index=["alphas", "t_cut", "metric"], columns="control", values="cell", aggfunc="first"
+    )
+    order = list(metrics) if metrics else list(dict.fromkeys(table["metric"]))
+    grid = grid.reindex(columns=[c for c in CONTROLS if c in grid.columns])
+    keys = sorted(grid.index, key=lambda k: (k[1], order.index(k[2]) if k[2] in order else 99))
+    return grid.reindex([k for k in keys if k[2] in order])
+
+
+def control_summary(
+    ev: pd.DataFrame, metrics: Sequence[str], controls: Sequence[str]
+) -> pd.DataFrame:
+    """Every pair and distinct setting: `metrics` x `controls`, change [interval] (* significant).
+
+    `ev` is `verdict.evidence(results)`: the settings already deduplicated and marked.
+    """
+    part = ev[ev["metric"].isin(list(metrics)) & ev["control"].isin(list(controls))]
+    part = part.assign(cell=part.apply(_interval_cell, axis=1))
+    grid = part.pivot_table(
+        index=["algorithm", "pair", "alphas"],
+        columns=["metric", "control"],
+        values="cell",
+        aggfunc="first",
+    )
+    wanted = [(m, c) for m in metrics for c in controls if (m, c) in grid.columns]
+    return grid.reindex(columns=pd.MultiIndex.from_tuples(wanted, names=["metric", "control"]))
+
+
+SENTENCE_CONTROLS = {
+    "per_grad_resid": "normalised by |dL/d residual|",
+    "same_text_base": "on the base model's answer",
+    "margin": "with the logit-margin target",
+    "regression": "at equal loss",
+}
+
+
+def controls_sentence(controls: pd.DataFrame, alpha: float, metric: str = "intensity") -> str:
+    """A pair page's reading of one metric under the raw definition and the main controls."""
+    rows = controls.set_index(["control", "metric"])
+
+    def say(control: str) -> str:
+        r = rows.loc[(control, metric)]
+        if pd.isna(r["rel_change"]):
+            return "undefined"
+        return (
+            f"{100 * r['rel_change']:+.1f}% [{100 * r['rel_ci_low']:+.1f}, "
+            f"{100 * r['rel_ci_high']:+.1f}]"
+        )
+
+    parts = [f"{say('raw')} raw"] if ("raw", metric) in rows.index else []
+    parts += [
+        f"{say(c)} {label}" for c, label in SENTENCE_CONTROLS.items() if (c, metric) in rows.index
+    ]
+    return f"**Controls.** At alpha = {alpha:g}, {metric} changes by " + "; ".join(parts) + "."

@@ -149,6 +149,14 @@ def verdict_grid(claims: pd.DataFrame, group: str = "online RL") -> pd.DataFrame
     return grid.reindex(index=order, columns=columns).rename(index=CLAIM_LABELS)
 
 
+def contrast_grid(contrast: pd.DataFrame) -> pd.DataFrame:
+    """Claims by controls: the online-RL-against-DPO verdict, in report order."""
+    grid = contrast.pivot(index="claim", columns="control", values="verdict")
+    order = [c for c in CLAIMS if c in grid.index]
+    columns = [c for c in CONTROLS if c in grid.columns]
+    return grid.reindex(index=order, columns=columns).rename(index=CLAIM_LABELS)
+
+
 def summary_markdown(
     claims: pd.DataFrame, contrast: pd.DataFrame, control: str = VERDICT_CONTROL
 ) -> str:
