@@ -58,6 +58,16 @@ def test_evidence_counts_identical_t_cut_once_and_corrects_per_control() -> None
     assert (ev.loc["margin", "direction"] == "not significant").all()
 
 
+def test_significance_of_reads_the_rule_back_onto_every_alpha() -> None:
+    table = pd.DataFrame(
+        rows("ppo", "PPO", [(0.03, 1, 0.2, 0.001), (0.1, 1, 0.2, 0.001), (0.3, 3, 0.1, 0.03)])
+    )
+    # Two distinct tests (T_cut 1, 3): Holm gives 0.002 and 0.03; both below 0.05.
+    assert V.significance_of(table).tolist() == [True, True, True]
+    table.loc[2, "p_boot"] = 0.2
+    assert V.significance_of(table).tolist() == [True, True, False]
+
+
 def test_claim_verdicts_and_online_rl_against_dpo() -> None:
     table = pd.DataFrame(
         rows("ppo", "PPO", [(0.1, 2, 0.3, 0.001), (0.3, 5, 0.2, 0.001)])

@@ -74,6 +74,20 @@ def evidence(results: pd.DataFrame) -> pd.DataFrame:
     return table.assign(direction=direction)
 
 
+def significance_of(results: pd.DataFrame) -> pd.Series:
+    """The report's "significant" for every row of `results`, duplicates of a setting included.
+
+    The test is made once per distinct setting (as in `evidence`) and read back onto every
+    alpha that setting stands for, so prose that counts rows uses the same rule as the verdict.
+    """
+    ev = evidence(results)
+    setting = "t_cuts" if "t_cuts" in results.columns else "t_cut"
+    keys = ["pair", "control", "metric", setting]
+    table = results if "control" in results.columns else results.assign(control="raw")
+    marked = table[keys].merge(ev[[*keys, "significant"]], on=keys, how="left")
+    return pd.Series(marked["significant"].fillna(False).to_numpy(bool), index=results.index)
+
+
 def rule(n_settings: int, n_for: int, n_against: int) -> str:
     """The one verdict rule (module docstring) on counts of settings."""
     if n_for > n_settings / 2 and n_against == 0:
