@@ -63,7 +63,7 @@ def test_score_pair_caches_and_saves(pair, tmp_path: Path, monkeypatch: pytest.M
             "beta": 0.0,
             "gamma": 10.0,
             "controls": ["raw"],
-            "token_profile": False,
+            "token_profile": 0,
         }
     )
 

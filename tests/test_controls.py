@@ -184,3 +184,26 @@ def test_loss_overlap_hand_computed() -> None:
 def test_unknown_control_names_the_valid_ones() -> None:
     with pytest.raises(ValueError, match="per_grad_resid"):
         C.check_controls(["raw", "per_gradient"])
+
+
+def test_pair_spec_names_its_controls_and_seeds() -> None:
+    from helpers.specs import PairSpec
+
+    spec = PairSpec.from_params(
+        {
+            "pair": "p",
+            "base": "b",
+            "tuned": "t",
+            "tuned_seeds": ["t1", "t2"],
+            "controls": ["margin", "raw"],
+        }
+    )
+    assert spec.control_names() == ["raw", "margin"]  # the report's order
+    assert spec.to_params()["tuned_seeds"] == ["t1", "t2"]
+    assert PairSpec.from_params({"pair": "p", "base": "b", "tuned": "t"}).control_names() == list(
+        C.CONTROLS
+    )
+    problems = PairSpec.errors({"controls": ["raw", "bogus"], "token_profile": -1})
+    assert any("bogus" in p and "per_grad_resid" in p for p in problems)
+    assert any("token_profile" in p for p in problems)
+    assert PairSpec.errors({"tuned": "t", "tuned_seeds": ["t"]})  # a seed must differ from tuned

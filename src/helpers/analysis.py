@@ -376,7 +376,7 @@ def score_pair(
             alpha, selections[0], raw_b, raw_t, table, [s.t_cut for s in selections], losses
         )
     focus = out.alphas.get(spec.focus_alpha)
-    if spec.token_profile and focus is not None and backend.name == "local":
+    if spec.token_profile > 0 and focus is not None and backend.name == "local":
         focus.tokens = token_table(spec, base[0], tuned[0], focus.selection)
     return out
 
@@ -389,14 +389,16 @@ def _planned_chunk(model: Any, sel: Selection) -> int:
 
 
 def token_table(spec: PairSpec, base: Any, tuned: Any, sel: Selection) -> pd.DataFrame:
-    """Per answer token of each model's own answer: loss, intensity and share of attribution."""
+    """Per answer token of each model's own answer: loss, intensity and share of attribution,
+    on the first `spec.token_profile` selected questions (T_cut rows of EAP per question)."""
     frames = []
+    n = spec.token_profile
     for role, model in (("base", base), ("tuned", tuned)):
         batch = sel.batches[role]
         device = spec.execution().input_device(model)
         tokens = token_decomposition(
             model,
-            *(t.to(device) for t in (batch.input_ids, batch.attention_mask, batch.labels)),
+            *(t[:n].to(device) for t in (batch.input_ids, batch.attention_mask, batch.labels)),
             positions=spec.positions,  # type: ignore[arg-type]
             chunk=spec.eap_chunk or 64,
             progress=True,
@@ -566,7 +568,7 @@ def changes_along(
                 "n_questions": n_questions,
                 "n_boot": n_boot,
                 "controls": ["raw"],  # the dynamics page follows the study's definition
-                "token_profile": False,
+                "token_profile": 0,
                 **select,
             }
         )

@@ -68,7 +68,7 @@ class PairSpec:
     bins: int = 100
     controls: tuple[str, ...] | None = None  # None: every control (helpers.controls.CONTROLS)
     tuned_seeds: tuple[str, ...] = ()  # more seeds of the tuned model, pooled with `tuned`
-    token_profile: bool = True  # per-answer-token decomposition at the focus alpha
+    token_profile: int = 16  # questions in the per-answer-token decomposition (0: none)
 
     def __post_init__(self) -> None:
         problems = check_fields(self)
@@ -197,6 +197,16 @@ def _seeds(spec: PairSpec) -> str | None:
     )
 
 
+def _count(name: str) -> Callable[[PairSpec], str | None]:
+    def check(spec: PairSpec) -> str | None:
+        value = getattr(spec, name)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return None
+        return f"{name} must be an integer >= 0 (a number of questions), got {value!r}"
+
+    return check
+
+
 def _positive(name: str, optional: bool = False) -> Callable[[PairSpec], str | None]:
     def check(spec: PairSpec) -> str | None:
         value = getattr(spec, name)
@@ -248,6 +258,7 @@ CHECKS: dict[str, Callable[[PairSpec], str | None]] = {
     "alphas": _alphas,
     "controls": _controls,
     "tuned_seeds": _seeds,
+    "token_profile": _count("token_profile"),
     "max_new_tokens": _positive("max_new_tokens"),
     "n_items": _positive("n_items", optional=True),
     "gen_batch_size": _positive("gen_batch_size", optional=True),
