@@ -369,9 +369,10 @@ def score_pair(
             per_seed, controls, n_boot=spec.n_boot, bins=spec.bins, seed=spec.selection.seed
         )
         raw_b, raw_t = per_seed[0]["raw"]
-        losses = tuple(
+        b_loss, t_loss = (
             float(torch.cat([s["raw"][i].loss for s in per_seed]).mean()) for i in (0, 1)
         )
+        losses = (b_loss, t_loss)
         out.alphas[alpha] = AlphaResult(
             alpha, selections[0], raw_b, raw_t, table, [s.t_cut for s in selections], losses
         )
@@ -476,7 +477,7 @@ def selection_table(analysis: PairAnalysis) -> pd.DataFrame:
     """
     rows = []
     for alpha, res in analysis.alphas.items():
-        row = {
+        row: dict[str, Any] = {
             "alpha": alpha,
             "refer": res.selection.refer,
             "T_cut": res.selection.t_cut,

@@ -392,7 +392,7 @@ def _trace_scores(
         scores = torch.zeros(batch, n_nodes, n_nodes, dtype=torch.float32, device=sources.device)
         grad_norms = torch.zeros(batch, n_nodes, dtype=torch.float32, device=sources.device)
         with loss.sum().backward():
-            norm_logits = logits.grad.float().reshape(batch, -1).norm(dim=1).save()  # type: ignore[attr-defined]
+            norm_logits = logits.grad.float().reshape(batch, -1).norm(dim=1).save()
             # Column v as each gradient arrives: no [batch, S, seq, hidden] gradient buffer.
             for target in reversed(range(n_nodes)):
                 grad = branch_inputs[target].grad.to(sources.device, torch.float32)

@@ -311,7 +311,7 @@ def compare_pooled(
     if len({s[0].mask.shape for s in sets}) > 1:
         raise M.MetricInputError("the seeds' score sets live on different residual graphs")
     b_range, t_range = _ranges(sets, hist_range, edges)
-    opts = {"bins": bins, "edges": edges, "use_abs_diversity": use_abs_diversity}
+    opts: dict[str, Any] = {"bins": bins, "edges": edges, "use_abs_diversity": use_abs_diversity}
     n_seeds = len(sets)
     prepared, eb, et = [], [], []
     for s, (b, t) in enumerate(sets):
