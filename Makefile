@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONHASHSEED := 0
 
-.PHONY: setup book html pdf test test-fast lint preview check-site constraints organisms clean
+.PHONY: setup book html pdf test test-fast test-unit lint preview check-site constraints organisms clean
 
 setup:
 	@bash scripts/setup.sh
@@ -27,9 +27,14 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
+## Pure-function tests only (seconds): tiers are assigned in tests/conftest.py.
+test-unit: setup
+	$(PY) -m pytest -m unit $(PYTEST_ARGS)
+
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks notebooks
 	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/mypy
 
 ## The book as one PDF, _build/html/rl-circuitry.pdf (headless Chromium prints the single-page build;
 ## skipped with a message when Chromium is missing).
