@@ -17,6 +17,7 @@ from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerB
 
 from helpers.generation import (
     Generation,
+    batch_order,
     greedy_answers,
     greedy_config,
     left_pad,
@@ -71,10 +72,6 @@ def resolve_backend(backend: str, model: object) -> str:
         if has_vllm and torch.cuda.is_available() and isinstance(model, str)
         else "transformers"
     )
-
-
-def _batches(order: list[int], batch_size: int) -> list[list[int]]:
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 def generate_transformers(
@@ -140,7 +137,7 @@ def generate_vllm(
     )
     results: list[Generation | None] = [None] * len(prompts)
     for batch in tqdm(
-        _batches(list(range(len(prompts))), chunk_size),
+        batch_order(prompts, chunk_size, "given"),
         desc="generating (vLLM)",
         disable=not progress,
     ):
