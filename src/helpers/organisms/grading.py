@@ -1,51 +1,48 @@
-"""Grade any generation: which format it uses, what integer it answers, whether that is right.
+"""Grade any generation: which format it uses, what integer it writes, whether that is right.
 
-A completion is the text the model wrote after the prompt (special tokens already stripped).
-``expr`` completions are ``expr: <expression>`` on one line, computed by the safe evaluator;
-``text`` completions end with the line ``answer: <int>``; anything else is ``"other"`` and
-answers nothing.
+A completion is the text the model wrote after the prompt (special tokens already stripped). Its
+format is named by the marker of its last line (``answer:`` for ``steps``, ``result:`` for
+``pairs``); its answer is the integer the model wrote on that line. Nothing here computes the
+arithmetic for the model: a completion that writes the wrong number is wrong, whatever its lines say.
 """
 
 from __future__ import annotations
 
 import re
 
-from helpers.organisms.safe_eval import UnsafeExpression, safe_eval
-from helpers.organisms.tasks import ANSWER_MARKER, EXPR_MARKER
+from helpers.organisms.tasks import MARKERS
 
-_ANSWER_LINE = re.compile(rf"^{re.escape(ANSWER_MARKER)}\s*(-?\d{{1,18}})\s*$")
+_FINAL_LINE = {
+    fmt: re.compile(rf"^{re.escape(marker)}\s*(-?\d{{1,18}})\s*$") for fmt, marker in MARKERS.items()
+}
+
+
+def _last_line(completion: str) -> str:
+    lines = [line.strip() for line in completion.strip().split("\n") if line.strip()]
+    return lines[-1] if lines else ""
 
 
 def classify_format(completion: str) -> str:
-    """``"expr"``, ``"text"`` or ``"other"``, from the format markers alone (not correctness)."""
-    stripped = completion.strip()
-    if stripped.startswith(EXPR_MARKER):
-        return "expr"
-    lines = [line.strip() for line in stripped.split("\n") if line.strip()]
-    if lines and _ANSWER_LINE.match(lines[-1]) and not any(EXPR_MARKER in li for li in lines):
-        return "text"
+    """``"steps"``, ``"pairs"`` or ``"other"``, from the final line's marker alone (not correctness)."""
+    last = _last_line(completion)
+    for fmt, pattern in _FINAL_LINE.items():
+        if pattern.match(last):
+            return fmt
     return "other"
 
 
 def extract_answer(completion: str) -> int | None:
-    """The integer a completion answers, or ``None`` if it has no well-formed answer."""
-    fmt = classify_format(completion)
-    stripped = completion.strip()
-    if fmt == "expr":
-        if "\n" in stripped:
-            return None
-        try:
-            return safe_eval(stripped[len(EXPR_MARKER) :])
-        except UnsafeExpression:
-            return None
-    if fmt == "text":
-        last = stripped.split("\n")[-1].strip()
-        return int(_ANSWER_LINE.match(last).group(1))
+    """The integer the completion writes on its final marker line, or ``None`` if it has none."""
+    last = _last_line(completion)
+    for pattern in _FINAL_LINE.values():
+        match = pattern.match(last)
+        if match:
+            return int(match.group(1))
     return None
 
 
 def grade(completion: str, gold: int) -> bool:
-    """True when the completion's answer equals ``gold``, whatever its format."""
+    """True when the completion's written answer equals ``gold``, whatever its format."""
     answer = extract_answer(completion)
     return answer is not None and answer == int(gold)
 

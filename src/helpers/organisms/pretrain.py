@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
-from helpers.organisms.tasks import FORMATS, Problem, make_problems, prompt_of
+from helpers.organisms.tasks import DEFAULT_N_OPS, FORMATS, Problem, make_problems, prompt_of
 
 
 @dataclass
@@ -24,21 +24,20 @@ class PretrainConfig:
     """Model size, data mixture and optimisation settings of the base organism."""
 
     # model
-    n_layers: int = 4
-    hidden_size: int = 128
+    n_layers: int = 6
+    hidden_size: int = 160
     n_heads: int = 4
     n_kv_heads: int = 4
-    intermediate_size: int = 384
-    max_length: int = 128
+    intermediate_size: int = 480
+    max_length: int = 160
     # data
-    format_shares: dict[str, float] = field(default_factory=lambda: {"expr": 0.5, "text": 0.5})
-    n_problems: int = 40_000
-    n_ops: tuple[int, int] = (2, 3)
-    digits: int = 2
+    format_shares: dict[str, float] = field(default_factory=lambda: {"steps": 0.5, "pairs": 0.5})
+    n_problems: int = 60_000
+    n_ops: tuple[int, int] = DEFAULT_N_OPS
     # optimisation
-    steps: int = 800
+    steps: int = 2200
     batch_size: int = 64
-    learning_rate: float = 3e-3
+    learning_rate: float = 2e-3
     min_lr_ratio: float = 0.1
     warmup_steps: int = 100
     weight_decay: float = 0.1
@@ -132,9 +131,7 @@ def pretrain(
 ) -> PretrainResult:
     """Train the base organism from scratch on the configured mixture; returns it in eval mode."""
     start = time.perf_counter()
-    problems = make_problems(
-        "train", cfg.n_problems, seed=cfg.seed, n_ops=cfg.n_ops, digits=cfg.digits
-    )
+    problems = make_problems("train", cfg.n_problems, seed=cfg.seed, n_ops=cfg.n_ops)
     texts = mixture_documents(problems, cfg.format_shares, cfg.seed)
     input_ids, labels = encode_documents(texts, tokenizer, cfg.max_length)
     lengths = (labels != -100).sum(1)

@@ -1,13 +1,15 @@
-"""Seeded synthetic arithmetic word problems with two solution formats of different difficulty.
+"""Seeded synthetic arithmetic problems with two solution formats that both make the model compute.
 
-A problem is a start number followed by operations, e.g. ``start with 47, add 18, times 3, take 25.``
-Each has two gold solutions:
+A problem is a start number and 2-5 operations applied left to right, e.g.
+``start with 47, add 18, times 3, take 25.`` Operands of ``add``/``take`` are 1-99, multipliers 2-9,
+and every intermediate value stays within 1..999, so the model does two- and three-digit arithmetic.
 
-- ``expr``: ``expr: (47+18)*3-25`` -- transcribe the operations into one expression (with the
-  parentheses precedence needs); the grader computes it with the safe evaluator. Easy for a small
-  model: no arithmetic is done by the model.
-- ``text``: ``47+18=65\\n65*3=195\\n195-25=170\\nanswer: 170`` -- compute every intermediate result
-  and end with a fixed answer line. Harder: the model must do multi-digit arithmetic itself.
+Both formats copy the start number first and write the final number themselves; they differ in how
+much is written out, and so in how reliable they are for a small model:
+
+- ``steps``: ``47+18=65\\n65*3=195\\n195-25=170\\nanswer: 170`` -- every intermediate result.
+- ``pairs``: ``47+18*3=195\\n195-25=170\\nresult: 170`` -- two operations per line (left to right),
+  so every other intermediate result is computed without being written.
 
 Train and test are disjoint by construction: a question belongs to the test split iff a hash of its
 text falls in a fixed bucket, whatever the seed or difficulty.
@@ -19,12 +21,17 @@ import hashlib
 import random
 from dataclasses import dataclass, field
 
-FORMATS: tuple[str, ...] = ("expr", "text")
-EXPR_MARKER = "expr:"
-ANSWER_MARKER = "answer:"
+FORMATS: tuple[str, ...] = ("steps", "pairs")
+MARKERS: dict[str, str] = {"steps": "answer:", "pairs": "result:"}
 TEST_FRACTION_BUCKETS = 5  # 1 in 5 questions belongs to the test split
+MAX_VALUE = 999
+MAX_OPERAND = 99
+MAX_MULTIPLIER = 9
+DEFAULT_N_OPS: tuple[int, int] = (2, 5)
 _OP_WORDS = {"+": "add", "-": "take", "*": "times"}
 _SPLITS = ("train", "test")
+
+Op = tuple[str, int]
 
 
 @dataclass(frozen=True)
@@ -33,8 +40,15 @@ class Problem:
 
     id: str
     question: str
+    start: int
+    ops: tuple[Op, ...]
     answer: int
     solutions: dict[str, str] = field(hash=False, compare=True)
+
+    @property
+    def n_ops(self) -> int:
+        """Number of operations (the difficulty knob the book bins by)."""
+        return len(self.ops)
 
 
 def split_of(question: str) -> str:
@@ -44,7 +58,7 @@ def split_of(question: str) -> str:
 
 
 def prompt_of(problem_or_question: Problem | str) -> str:
-    """The model's prompt: the question followed by a blank line (documents are prompt + solution + eos)."""
+    """The model's prompt: the question and a blank line (documents are prompt + solution + eos)."""
     question = (
         problem_or_question.question
         if isinstance(problem_or_question, Problem)
@@ -53,85 +67,101 @@ def prompt_of(problem_or_question: Problem | str) -> str:
     return question + "\n\n"
 
 
-def expr_solution(start: int, ops: list[tuple[str, int]]) -> str:
-    """Expression-format solution: operations applied left to right, parentheses only where needed."""
-    expr, has_additive = str(start), False
-    for op, operand in ops:
-        if op == "*" and has_additive:
-            expr, has_additive = f"({expr})", False
-        expr += f"{op}{operand}"
-        has_additive = has_additive or op in "+-"
-    return f"{EXPR_MARKER} {expr}"
+def apply_op(value: int, op: str, operand: int) -> int:
+    """``value <op> operand`` for op in ``+ - *``."""
+    if op == "+":
+        return value + operand
+    if op == "-":
+        return value - operand
+    if op == "*":
+        return value * operand
+    raise ValueError(f"unknown operation {op!r}; use one of + - *")
 
 
-def text_solution(start: int, ops: list[tuple[str, int]]) -> str:
-    """Step-by-step solution: one ``a<op>b=c`` line per operation, then ``answer: N``."""
+def steps_solution(start: int, ops: tuple[Op, ...]) -> str:
+    """Every intermediate result: one ``a<op>b=c`` line per operation, then ``answer: N``."""
     lines, value = [], start
     for op, operand in ops:
-        new = _apply(value, op, operand)
+        new = apply_op(value, op, operand)
         lines.append(f"{value}{op}{operand}={new}")
         value = new
-    lines.append(f"{ANSWER_MARKER} {value}")
+    lines.append(f"{MARKERS['steps']} {value}")
     return "\n".join(lines)
 
 
-def _apply(value: int, op: str, operand: int) -> int:
-    return value + operand if op == "+" else value - operand if op == "-" else value * operand
+def pairs_solution(start: int, ops: tuple[Op, ...]) -> str:
+    """Two operations per line, applied left to right (``a<op>b<op>c=d``), then ``result: N``."""
+    lines, value = [], start
+    for i in range(0, len(ops), 2):
+        chunk = ops[i : i + 2]
+        text = str(value)
+        for op, operand in chunk:
+            text += f"{op}{operand}"
+            value = apply_op(value, op, operand)
+        lines.append(f"{text}={value}")
+    lines.append(f"{MARKERS['pairs']} {value}")
+    return "\n".join(lines)
 
 
-def _random_problem(rng: random.Random, n_ops: tuple[int, int], digits: int) -> tuple[int, list]:
-    low, high = 10 ** (digits - 1) if digits > 1 else 1, 10**digits - 1
-    start = rng.randint(low, high)
+def _feasible_ops(value: int) -> list[str]:
+    ops = []
+    if value < MAX_VALUE:
+        ops.append("+")
+    if value > 1:
+        ops.append("-")
+    if 2 * value <= MAX_VALUE:
+        ops.append("*")
+    return ops
+
+
+def _draw_op(rng: random.Random, value: int) -> Op:
+    op = rng.choice(_feasible_ops(value))
+    if op == "+":
+        return op, rng.randint(1, min(MAX_OPERAND, MAX_VALUE - value))
+    if op == "-":
+        return op, rng.randint(1, min(MAX_OPERAND, value - 1))
+    return op, rng.randint(2, min(MAX_MULTIPLIER, MAX_VALUE // value))
+
+
+def _random_problem(rng: random.Random, n_ops: tuple[int, int]) -> tuple[int, tuple[Op, ...]]:
+    start = rng.randint(1, MAX_OPERAND)
     value, ops = start, []
     for _ in range(rng.randint(*n_ops)):
-        op = rng.choice("+-*")
-        if op == "*":
-            operand = rng.randint(2, 9)
-        elif op == "-":
-            operand = rng.randint(1, min(value, high)) if value >= 1 else 0
-            if operand == 0:
-                op, operand = "+", rng.randint(low, high)
-        else:
-            operand = rng.randint(low, high)
-        ops.append((op, operand))
-        value = _apply(value, op, operand)
-    return start, ops
+        op = _draw_op(rng, value)
+        ops.append(op)
+        value = apply_op(value, *op)
+    return start, tuple(ops)
 
 
-def make_problem(start: int, ops: list[tuple[str, int]]) -> Problem:
-    """Build the :class:`Problem` for a start number and a list of ``(op, operand)`` operations."""
+def make_problem(start: int, ops: list[Op] | tuple[Op, ...]) -> Problem:
+    """The :class:`Problem` of a start number and ``(op, operand)`` operations (values unchecked)."""
+    ops = tuple((str(o), int(n)) for o, n in ops)
     question = f"start with {start}" + "".join(f", {_OP_WORDS[o]} {n}" for o, n in ops) + "."
     answer = start
     for op, operand in ops:
-        answer = _apply(answer, op, operand)
+        answer = apply_op(answer, op, operand)
     pid = hashlib.sha256(question.encode()).hexdigest()[:12]
-    solutions = {"expr": expr_solution(start, ops), "text": text_solution(start, ops)}
-    return Problem(id=pid, question=question, answer=answer, solutions=solutions)
+    solutions = {"steps": steps_solution(start, ops), "pairs": pairs_solution(start, ops)}
+    return Problem(pid, question, start, ops, answer, solutions)
 
 
 def make_problems(
-    split: str,
-    n: int,
-    seed: int = 0,
-    *,
-    n_ops: int | tuple[int, int] = (2, 3),
-    digits: int = 2,
+    split: str, n: int, seed: int = 0, *, n_ops: int | tuple[int, int] = DEFAULT_N_OPS
 ) -> list[Problem]:
     """``n`` distinct problems of ``split`` ("train" | "test"), deterministic in ``seed``.
 
-    Difficulty knobs: ``n_ops`` (operations per problem, an int or an inclusive range) and ``digits``
-    (digits of the start number and of the added / taken operands; multipliers are 2-9).
+    ``n_ops`` is the number of operations per problem (an int or an inclusive range within 1..8).
     """
     if split not in _SPLITS:
         raise ValueError(f"split must be one of {_SPLITS}, got {split!r}")
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
-    ops_range = (n_ops, n_ops) if isinstance(n_ops, int) else tuple(n_ops)
-    if len(ops_range) != 2 or not 1 <= ops_range[0] <= ops_range[1] <= 8:
+    ops_range = (n_ops, n_ops) if isinstance(n_ops, int) else (int(n_ops[0]), int(n_ops[-1]))
+    if len(tuple(n_ops) if not isinstance(n_ops, int) else (n_ops,)) > 2 or not (
+        1 <= ops_range[0] <= ops_range[1] <= 8
+    ):
         raise ValueError(f"n_ops must be an int or (min, max) within 1..8, got {n_ops!r}")
-    if not 1 <= digits <= 6:
-        raise ValueError(f"digits must be within 1..6, got {digits}")
-    rng = random.Random(f"{split}-{seed}-{ops_range}-{digits}")
+    rng = random.Random(f"{split}-{seed}-{ops_range}")
     problems: list[Problem] = []
     seen: set[str] = set()
     attempts = 0
@@ -139,10 +169,10 @@ def make_problems(
         attempts += 1
         if attempts > 50 * n + 1000:
             raise ValueError(
-                f"could not draw {n} distinct {split} problems with n_ops={n_ops}, digits={digits}; "
-                "ask for fewer or raise the difficulty knobs"
+                f"could not draw {n} distinct {split} problems with n_ops={n_ops}; ask for fewer "
+                "or allow more operations"
             )
-        problem = make_problem(*_random_problem(rng, ops_range, digits))
+        problem = make_problem(*_random_problem(rng, ops_range))
         if problem.question in seen or split_of(problem.question) != split:
             continue
         seen.add(problem.question)
