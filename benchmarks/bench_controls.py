@@ -1,6 +1,6 @@
 """Cost of each confidence control relative to one `edge_scores` call on the same batch.
 
-Models: the committed base organism (when present) and a random-initialised Llama of 4 layers,
+Models: the committed SFT base organism (when present) and a random-initialised Llama of 4 layers,
 hidden 256, vocabulary 8000; float32, CPU, one torch thread. Batch: 16 questions of 40 prompt
 tokens and T_cut = 8 answer tokens. Each method is timed by alternating calls with the
 reference (round-robin over repeats), and the ratio uses the best of the repeats, the standard
@@ -43,13 +43,11 @@ def models() -> dict[str, torch.nn.Module]:
     from helpers.tiny_models import tiny_model
 
     out: dict[str, torch.nn.Module] = {}
-    organism = REPO / "data" / "organisms" / "base"
+    organism = REPO / "data" / "organisms" / "sft"
     if (organism / "config.json").is_file():
-        from transformers import AutoModelForCausalLM
+        from helpers.organisms.registry import load_organism
 
-        out["organism base"] = AutoModelForCausalLM.from_pretrained(
-            organism, dtype=torch.float32
-        ).eval()
+        out["organism base"] = load_organism("sft")[0]
     family = MEDIUM["family"]
     out["llama 4x256"] = tiny_model(family, **{k: v for k, v in MEDIUM.items() if k != "family"})
     return out

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
-        not (ORGANISMS_DIR / "base" / "config.json").is_file(),
+        not (ORGANISMS_DIR / "pretrained" / "config.json").is_file(),
         reason="needs the committed organisms (python -m helpers.organisms.build)",
     ),
 ]
@@ -23,8 +23,8 @@ pytestmark = [
 TINY = {
     "pair_analysis": {
         "pair": "test_pair",
-        "base": "organism:base",
-        "tuned": "organism:sft",
+        "base": "organism:sft",
+        "tuned": "organism:grpo",
         "n_items": 40,
         "alphas": [0.3],
         "focus_alpha": 0.3,

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from helpers.organisms.build import BuildConfig, build, log_spaced_steps
+from helpers.organisms import measure as measure_module
+from helpers.organisms.build import BuildConfig, log_spaced_steps, measure, sft_format, train
 from helpers.organisms.evaluate import evaluate, format_shares, generate, majority_answer
 from helpers.organisms.posttrain import PostTrainConfig
 from helpers.organisms.pretrain import (
@@ -30,16 +31,28 @@ MICRO = dict(n_layers=1, hidden_size=32, n_heads=2, n_kv_heads=2, intermediate_s
 
 def test_mixture_follows_format_shares() -> None:
     problems = make_problems("train", 2000)
-    texts = mixture_documents(problems, {"expr": 0.3, "text": 0.7}, seed=0)
-    share = sum("expr:" in t for t in texts) / len(texts)
+    texts = mixture_documents(problems, {"pairs": 0.3, "steps": 0.7}, seed=0)
+    share = sum("result:" in t for t in texts) / len(texts)
     assert abs(share - 0.3) < 0.04
-    only_text = mixture_documents(problems[:50], {"text": 1.0}, seed=0)
-    assert all("answer:" in t and "expr:" not in t for t in only_text)
+    only_steps = mixture_documents(problems[:50], {"steps": 1.0}, seed=0)
+    assert all("answer:" in t and "result:" not in t for t in only_steps)
+
+
+def test_sft_demonstrations_prefer_pairs_on_odd_starts() -> None:
+    import random
+
+    problems = make_problems("train", 2000, seed=1)
+    rng = random.Random(0)
+    formats = [sft_format(p, rng, 0.2) for p in problems]
+    odd = [f for p, f in zip(problems, formats) if p.start % 2]
+    even = [f for p, f in zip(problems, formats) if not p.start % 2]
+    assert abs(odd.count("pairs") / len(odd) - 0.8) < 0.04
+    assert abs(even.count("steps") / len(even) - 0.8) < 0.04
 
 
 def test_config_rejects_bad_mixture() -> None:
     with pytest.raises(ValueError, match="sum to 1"):
-        PretrainConfig(format_shares={"expr": 0.5, "text": 0.6})
+        PretrainConfig(format_shares={"steps": 0.5, "pairs": 0.6})
     with pytest.raises(ValueError, match="keys"):
         PretrainConfig(format_shares={"python": 1.0})
 
@@ -115,9 +128,9 @@ def test_generate_and_evaluate_on_micro_model() -> None:
 
 
 def test_format_shares_and_majority_vote() -> None:
-    shares = format_shares(["expr: 1+1", "answer: 2", "1+1=2\nanswer: 2", "hello"])
-    assert shares == {"expr": 0.25, "text": 0.5, "other": 0.25}
-    assert majority_answer(["expr: 2*3", "answer: 5", "answer: 6", "junk"]) == 6
+    shares = format_shares(["result: 2", "answer: 2", "1+1=2\nanswer: 2", "hello"])
+    assert shares == {"steps": 0.5, "pairs": 0.25, "other": 0.25}
+    assert majority_answer(["result: 6", "answer: 5", "answer: 6", "junk"]) == 6
     assert majority_answer(["junk", "expr: x"]) is None
 
 
@@ -134,7 +147,10 @@ def _even_length_reward(completions: list[str], golds: list[int]) -> list[float]
 
 
 @pytest.mark.slow
-def test_micro_build_writes_every_organism_with_metadata(tmp_path) -> None:
+def test_micro_build_trains_and_measures_every_organism(tmp_path, monkeypatch) -> None:
+    for name, value in (("N_EVAL", 8), ("N_EVAL_CHECKPOINT", 4), ("N_SAMPLED", {}),
+                        ("N_SAMPLED_DEFAULT", 4), ("N_KL", 4), ("N_SHARE", 8)):
+        monkeypatch.setattr(measure_module, name, value)
     micro_pt = dict(steps=2, batch_size=4, group_size=2, max_new_tokens=8, learning_rate=1e-4)
     cfg = BuildConfig(
         pretrain=PretrainConfig(**MICRO, n_problems=200, steps=10, batch_size=8, warmup_steps=2),
@@ -142,20 +158,41 @@ def test_micro_build_writes_every_organism_with_metadata(tmp_path) -> None:
             name: PostTrainConfig(**micro_pt) for name in ("sft", "ei", "dpo", "ppo", "grpo")
         },
         n_posttrain_problems=16,
+        n_dpo_prompts=16,
         dpo_samples_per_prompt=2,
-        n_checkpoints=2,
-        n_eval=8,
-        k=2,
-        max_new_tokens=8,
+        n_checkpoints=3,
         reward_fn=_even_length_reward,  # learnable by an untrained micro model, so DPO gets pairs
     )
-    timings = build(out=tmp_path, cfg=cfg, progress=False)
+    timings = train(list(ORGANISM_NAMES), tmp_path, cfg, progress=False)
     assert set(timings) == set(ORGANISM_NAMES)
+    measure(list(ORGANISM_NAMES), tmp_path)
     for name in ORGANISM_NAMES:
         meta = load_metadata(name, root=tmp_path)
         assert meta["evaluation"]["n_problems"] == 8
-        assert (tmp_path / name / "train_log.json").is_file()
+        assert (meta["kl_to_base"] is None) == (name == "pretrained")
+        assert [r["alpha"] for r in meta["first_token_share"]] == [0.03, 0.1, 0.3, 0.5]
         model, _ = load_organism(name, root=tmp_path)
         assert model.dtype == torch.float32
-    assert [p.name for p in list_checkpoints("ppo", tmp_path)] == ["step-00001", "step-00002"]
-    assert build(["base"], out=tmp_path, cfg=cfg, skip_existing=True, progress=False) == {}
+    # seed 0 keeps the log-spaced steps before the last one; the other seeds keep none
+    assert [p.name for p in list_checkpoints("ppo", tmp_path)] == ["step-00001"]
+    assert load_metadata("ppo-checkpoints/step-00001", root=tmp_path)["evaluation"]["n_problems"] == 4
+    assert train(["pretrained"], tmp_path, cfg, progress=False) == {}  # resumable: nothing redone
+
+
+def test_micro_post_training_is_deterministic(tmp_path) -> None:
+    """Two GRPO runs of the same seed from the same model give bit-identical weights."""
+    from helpers.organisms.posttrain import grpo
+
+    tok = build_tokenizer()
+    problems = make_problems("train", 8, seed=1)
+    prompts, golds = [p.question + "\n\n" for p in problems], [p.answer for p in problems]
+    cfg = PostTrainConfig(steps=2, batch_size=4, group_size=2, max_new_tokens=6,
+                          learning_rate=1e-3, grpo_backend="native", seed=3)
+    runs = []
+    for _ in range(2):
+        model = build_model(PretrainConfig(**MICRO), tok)
+        grpo(model, tok, prompts, golds, _even_length_reward, cfg)
+        runs.append(model.state_dict())
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+    changed = build_model(PretrainConfig(**MICRO), tok).state_dict()
+    assert any(not torch.equal(runs[0][k], changed[k]) for k in changed)  # training did something

@@ -493,7 +493,7 @@ def selection_table(analysis: PairAnalysis) -> pd.DataFrame:
 
 
 def checkpoint_changes(
-    checkpoints: pd.DataFrame, *, base_ref: str = "organism:base", **kwargs: Any
+    checkpoints: pd.DataFrame, *, base_ref: str = "organism:sft", **kwargs: Any
 ) -> pd.DataFrame:
     """`changes_along` for every checkpoint after step 0 of each run in `checkpoints` (columns
     run, step, ref, as `reporting.checkpoint_table` gives), labelled with run and step."""

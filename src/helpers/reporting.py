@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from helpers.organisms.registry import (
+    BASE,
     ORGANISM_NAMES,
     ORGANISMS_DIR,
     list_checkpoints,
@@ -22,11 +23,15 @@ FORMAT_COLUMNS: tuple[str, ...] = (*FORMATS, "other")
 def _eval_row(meta: dict) -> dict:
     ev = meta["evaluation"]
     k = ev.get("k")
+    low, high = ev.get("greedy_pass1_ci95") or (None, None)
     row = {
         "pass@1 (greedy)": ev["greedy_pass1"],
+        "pass@1 low": low,
+        "pass@1 high": high,
         f"pass@{k}": ev.get("pass_at_k"),
         f"maj@{k}": ev.get("maj_at_k"),
         "mean answer tokens": ev["greedy_mean_length"],
+        "KL to base": meta.get("kl_to_base"),
     }
     row.update({fmt: ev["greedy_format_shares"].get(fmt, 0.0) for fmt in FORMAT_COLUMNS})
     for fmt, acc in (ev.get("greedy_accuracy_by_format") or {}).items():
@@ -45,6 +50,7 @@ def organism_table(
             {
                 "model": name,
                 "algorithm": meta.get("algorithm", name),
+                "seed": (meta.get("train", {}).get("arguments") or {}).get("seed"),
                 **_eval_row(meta),
                 "train minutes": (meta.get("wall_time_s") or 0) / 60,
                 "parameters": meta.get("n_parameters"),
@@ -54,7 +60,7 @@ def organism_table(
 
 
 def training_history(name: str, root: Path | None = None) -> pd.DataFrame:
-    """Per-step training log of an organism (pretraining loss for the base, the algorithm's otherwise)."""
+    """Per-step training log of an organism (pretraining loss for the root, the algorithm's otherwise)."""
     path = organism_path(name, root) / "train_log.json"
     if not path.is_file():
         raise FileNotFoundError(
@@ -69,17 +75,16 @@ def training_history(name: str, root: Path | None = None) -> pd.DataFrame:
 def checkpoint_table(
     run: str, root: Path | None = None, *, include_base: bool = True
 ) -> pd.DataFrame:
-    """Accuracy and format shares of a run's log-spaced checkpoints, with the base as step 0."""
+    """Accuracy and format shares of a run's log-spaced checkpoints and final model, with the SFT
+    base as step 0."""
     rows = []
     if include_base:
         rows.append(
-            {
-                "run": run,
-                "step": 0,
-                "ref": "organism:base",
-                **_eval_row(load_metadata("base", root)),
-            }
+            {"run": run, "step": 0, "ref": f"organism:{BASE}", **_eval_row(load_metadata(BASE, root))}
         )
+    final = organism_path(run, root)
+    steps = json.loads((final / "train_log.json").read_text()).get("arguments", {}).get("steps")
+    rows.append({"run": run, "step": steps, "ref": f"organism:{run}", **_eval_row(load_metadata(run, root))})
     for path in list_checkpoints(run, root):
         meta = load_metadata(path)
         ref = f"organism:{path.relative_to(root or ORGANISMS_DIR)}"
@@ -92,3 +97,41 @@ def checkpoint_table(
             }
         )
     return pd.DataFrame(rows).drop_duplicates("step", keep="last").sort_values("step")
+
+
+def ops_table(names: tuple[str, ...] = ORGANISM_NAMES, root: Path | None = None) -> pd.DataFrame:
+    """Greedy accuracy per number of operations (rows: organisms, columns: operations)."""
+    rows = {n: load_metadata(n, root)["evaluation"].get("greedy_accuracy_by_ops", {}) for n in names}
+    table = pd.DataFrame(rows).T
+    table.columns = [f"{c} ops" for c in table.columns]
+    return table.rename_axis("model")
+
+
+def first_token_table(names: tuple[str, ...] = ORGANISM_NAMES, root: Path | None = None) -> pd.DataFrame:
+    """T_cut and the first answer token's share of the EAP loss at each study alpha, per organism."""
+    rows = []
+    for name in names:
+        for row in load_metadata(name, root).get("first_token_share", []):
+            rows.append({"model": name, **row})
+    return pd.DataFrame(rows)
+
+
+def kl_matched_table(root: Path | None = None) -> pd.DataFrame:
+    """Each algorithm's committed model nearest to the two common KL levels, with its accuracy."""
+    folder = root or ORGANISMS_DIR
+    selection = json.loads((folder / "selection.json").read_text())
+    rows = []
+    for algorithm, matches in selection["matched"].items():
+        for m in matches:
+            meta = load_metadata(folder / m["model"])
+            rows.append(
+                {
+                    "algorithm": algorithm,
+                    "KL level": m["level"],
+                    "model": m["model"],
+                    "KL to base": m["kl"],
+                    "pass@1 (greedy)": meta["evaluation"]["greedy_pass1"],
+                    "steps share": meta["evaluation"]["greedy_format_shares"].get("steps"),
+                }
+            )
+    return pd.DataFrame(rows)

@@ -32,7 +32,7 @@ def generate(
     *,
     num_samples: int = 1,
     temperature: float = 0.0,
-    max_new_tokens: int = 64,
+    max_new_tokens: int = 80,
     batch_size: int = 256,
     seed: int = 0,
     progress: bool = False,
@@ -85,7 +85,7 @@ def generate(
 
 
 def format_shares(completions: list[str]) -> dict[str, float]:
-    """Fraction of completions in each format (``expr``, ``text``, ``other``)."""
+    """Fraction of completions in each format (``steps``, ``pairs``, ``other``)."""
     counts = Counter(classify_format(c) for c in completions)
     total = max(1, len(completions))
     return {label: counts.get(label, 0) / total for label in FORMAT_LABELS}
@@ -106,8 +106,12 @@ class EvalResult:
     greedy_format_shares: dict[str, float]
     greedy_accuracy_by_format: dict[str, float | None]
     greedy_mean_length: float
+    greedy_accuracy_by_ops: dict[str, float]
     k: int
     temperature: float
+    n_sampled: int | None = None
+    greedy_pass1_first_200: float | None = None  # what tests re-evaluate (the first 200 problems)
+    greedy_pass1_sampled_subset: float | None = None
     pass_at_k: float | None = None
     maj_at_k: float | None = None
     sample_pass1: float | None = None
@@ -118,6 +122,15 @@ class EvalResult:
         return asdict(self)
 
 
+def _by_ops(problems: list[Problem], correct: list[bool]) -> dict[str, float]:
+    """Greedy accuracy per number of operations (keys are strings, for JSON)."""
+    out: dict[str, float] = {}
+    for n in sorted({p.n_ops for p in problems}):
+        hits = [ok for p, ok in zip(problems, correct, strict=True) if p.n_ops == n]
+        out[str(n)] = sum(hits) / len(hits)
+    return out
+
+
 def evaluate(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -126,14 +139,16 @@ def evaluate(
     n: int = 500,
     k: int = 8,
     temperature: float = 0.7,
-    max_new_tokens: int = 64,
+    max_new_tokens: int = 80,
     batch_size: int = 256,
     seed: int = 0,
     progress: bool = True,
+    n_sampled: int | None = None,
 ) -> EvalResult:
     """Greedy pass@1 plus (when ``k > 0``) pass@k / majority@k over ``k`` samples at ``temperature``.
 
-    ``problems`` defaults to the first ``n`` test-split problems of seed 0 (default difficulty).
+    ``problems`` defaults to the first ``n`` test-split problems of seed 0 (default difficulty);
+    sampled metrics use the first ``n_sampled`` of them (default: all), sampling being k times dearer.
     """
     if problems is None:
         problems = make_problems("test", n, seed=0)
@@ -157,10 +172,15 @@ def evaluate(
         greedy_format_shares=format_shares(firsts),
         greedy_accuracy_by_format=by_format,
         greedy_mean_length=sum(n for (n,) in greedy.lengths) / len(problems),
+        greedy_accuracy_by_ops=_by_ops(problems, correct),
+        greedy_pass1_first_200=sum(correct[:200]) / min(200, len(correct)),
         k=k,
         temperature=temperature,
     )
     if k > 0:
+        m = len(problems) if n_sampled is None else min(n_sampled, len(problems))
+        prompts, golds = prompts[:m], golds[:m]
+        result.n_sampled = m
         samples = generate(
             model, tokenizer, prompts, num_samples=k, temperature=temperature, **kwargs
         )
@@ -169,11 +189,12 @@ def evaluate(
             for cs, g in zip(samples.completions, golds, strict=True)
         ]
         flat = [c for cs in samples.completions for c in cs]
-        result.pass_at_k = sum(any(h) for h in hits) / len(problems)
-        result.sample_pass1 = sum(sum(h) for h in hits) / (len(problems) * k)
+        result.pass_at_k = sum(any(h) for h in hits) / m
+        result.sample_pass1 = sum(sum(h) for h in hits) / (m * k)
+        result.greedy_pass1_sampled_subset = sum(correct[:m]) / m
         result.maj_at_k = sum(
             majority_answer(cs) == g for cs, g in zip(samples.completions, golds, strict=True)
-        ) / len(problems)
+        ) / m
         result.sample_format_shares = format_shares(flat)
         result.sample_mean_length = sum(sum(ls) for ls in samples.lengths) / len(flat)
     return result
