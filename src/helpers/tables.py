@@ -141,3 +141,13 @@ def controls_sentence(controls: pd.DataFrame, alpha: float, metric: str = "inten
         f"{say(c)} {label}" for c, label in SENTENCE_CONTROLS.items() if (c, metric) in rows.index
     ]
     return f"**Controls.** At alpha = {alpha:g}, {metric} changes by " + "; ".join(parts) + "."
+
+
+def kl_matched(changes: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
+    """Rows: algorithm at a KL level (the `pair` label); columns: metric x control, each cell the
+    relative change against the base with its interval (`changes`: `analysis.changes_along`)."""
+    table = changes[changes["metric"].isin(metrics)].copy()
+    table["cell"] = table.apply(_interval_cell, axis=1)
+    out = table.pivot_table(index="pair", columns=["control", "metric"], values="cell", aggfunc="first")
+    order = list(dict.fromkeys(changes["pair"]))
+    return out.reindex(order)[[c for c in out.columns if c[1] in metrics]]

@@ -16,13 +16,13 @@ from helpers.organisms.registry import BASE, ROOT, load_organism
 from helpers.organisms.tasks import make_problems, prompt_of
 
 N_EVAL = 1000  # greedy, every model (the headroom targets are read on these)
-N_EVAL_CHECKPOINT = 300  # greedy, checkpoints
+N_EVAL_CHECKPOINT = 200  # greedy, checkpoints
 N_SAMPLED = {BASE: 1000}  # pass@k problems; other models: N_SAMPLED_DEFAULT
-N_SAMPLED_DEFAULT = 200
-N_KL = 200
+N_SAMPLED_DEFAULT = 100
+N_KL = 100
 K = 8
 ALPHAS: tuple[float, ...] = (0.03, 0.1, 0.3, 0.5)
-N_SHARE = 200
+N_SHARE = 100
 
 
 def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
