@@ -22,7 +22,6 @@ UNIT_FILES = frozenset(
         "test_evaluation_data.py",
         "test_organisms_tasks.py",
         "test_organisms_tokenizer.py",
-        "test_safe_eval.py",
         "test_specs.py",
         "test_paths_io.py",
         "test_tables.py",

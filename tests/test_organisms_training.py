@@ -44,8 +44,8 @@ def test_sft_demonstrations_prefer_pairs_on_odd_starts() -> None:
     problems = make_problems("train", 2000, seed=1)
     rng = random.Random(0)
     formats = [sft_format(p, rng, 0.2) for p in problems]
-    odd = [f for p, f in zip(problems, formats) if p.start % 2]
-    even = [f for p, f in zip(problems, formats) if not p.start % 2]
+    odd = [f for p, f in zip(problems, formats, strict=True) if p.start % 2]
+    even = [f for p, f in zip(problems, formats, strict=True) if not p.start % 2]
     assert abs(odd.count("pairs") / len(odd) - 0.8) < 0.04
     assert abs(even.count("steps") / len(even) - 0.8) < 0.04
 
@@ -148,8 +148,14 @@ def _even_length_reward(completions: list[str], golds: list[int]) -> list[float]
 
 @pytest.mark.slow
 def test_micro_build_trains_and_measures_every_organism(tmp_path, monkeypatch) -> None:
-    for name, value in (("N_EVAL", 8), ("N_EVAL_CHECKPOINT", 4), ("N_SAMPLED", {}),
-                        ("N_SAMPLED_DEFAULT", 4), ("N_KL", 4), ("N_SHARE", 8)):
+    for name, value in (
+        ("N_EVAL", 8),
+        ("N_EVAL_CHECKPOINT", 4),
+        ("N_SAMPLED", {}),
+        ("N_SAMPLED_DEFAULT", 4),
+        ("N_KL", 4),
+        ("N_SHARE", 8),
+    ):
         monkeypatch.setattr(measure_module, name, value)
     micro_pt = dict(steps=2, batch_size=4, group_size=2, max_new_tokens=8, learning_rate=1e-4)
     cfg = BuildConfig(
@@ -175,8 +181,21 @@ def test_micro_build_trains_and_measures_every_organism(tmp_path, monkeypatch) -
         assert model.dtype == torch.float32
     # seed 0 keeps the log-spaced steps before the last one; the other seeds keep none
     assert [p.name for p in list_checkpoints("ppo", tmp_path)] == ["step-00001"]
-    assert load_metadata("ppo-checkpoints/step-00001", root=tmp_path)["evaluation"]["n_problems"] == 4
+    assert (
+        load_metadata("ppo-checkpoints/step-00001", root=tmp_path)["evaluation"]["n_problems"] == 4
+    )
     assert train(["pretrained"], tmp_path, cfg, progress=False) == {}  # resumable: nothing redone
+    # publish writes the selection as float16 deltas that load back to the built weights exactly
+    from helpers.organisms.publish import publish
+
+    target = tmp_path / "published"
+    selection = publish(tmp_path, target)
+    assert set(ORGANISM_NAMES) <= set(selection["folders"])
+    assert "ppo-checkpoints/step-00001" in selection["folders"]
+    for folder in selection["folders"]:
+        built, _ = load_organism(tmp_path / folder, dtype=torch.float16)
+        committed, _ = load_organism(target / folder, dtype=torch.float16, root=target)
+        assert all(torch.equal(v, committed.state_dict()[k]) for k, v in built.state_dict().items())
 
 
 def test_micro_post_training_is_deterministic(tmp_path) -> None:
@@ -186,8 +205,15 @@ def test_micro_post_training_is_deterministic(tmp_path) -> None:
     tok = build_tokenizer()
     problems = make_problems("train", 8, seed=1)
     prompts, golds = [p.question + "\n\n" for p in problems], [p.answer for p in problems]
-    cfg = PostTrainConfig(steps=2, batch_size=4, group_size=2, max_new_tokens=6,
-                          learning_rate=1e-3, grpo_backend="native", seed=3)
+    cfg = PostTrainConfig(
+        steps=2,
+        batch_size=4,
+        group_size=2,
+        max_new_tokens=6,
+        learning_rate=1e-3,
+        grpo_backend="native",
+        seed=3,
+    )
     runs = []
     for _ in range(2):
         model = build_model(PretrainConfig(**MICRO), tok)

@@ -80,11 +80,18 @@ def checkpoint_table(
     rows = []
     if include_base:
         rows.append(
-            {"run": run, "step": 0, "ref": f"organism:{BASE}", **_eval_row(load_metadata(BASE, root))}
+            {
+                "run": run,
+                "step": 0,
+                "ref": f"organism:{BASE}",
+                **_eval_row(load_metadata(BASE, root)),
+            }
         )
     final = organism_path(run, root)
     steps = json.loads((final / "train_log.json").read_text()).get("arguments", {}).get("steps")
-    rows.append({"run": run, "step": steps, "ref": f"organism:{run}", **_eval_row(load_metadata(run, root))})
+    rows.append(
+        {"run": run, "step": steps, "ref": f"organism:{run}", **_eval_row(load_metadata(run, root))}
+    )
     for path in list_checkpoints(run, root):
         meta = load_metadata(path)
         ref = f"organism:{path.relative_to(root or ORGANISMS_DIR)}"
@@ -101,13 +108,17 @@ def checkpoint_table(
 
 def ops_table(names: tuple[str, ...] = ORGANISM_NAMES, root: Path | None = None) -> pd.DataFrame:
     """Greedy accuracy per number of operations (rows: organisms, columns: operations)."""
-    rows = {n: load_metadata(n, root)["evaluation"].get("greedy_accuracy_by_ops", {}) for n in names}
+    rows = {
+        n: load_metadata(n, root)["evaluation"].get("greedy_accuracy_by_ops", {}) for n in names
+    }
     table = pd.DataFrame(rows).T
     table.columns = [f"{c} ops" for c in table.columns]
     return table.rename_axis("model")
 
 
-def first_token_table(names: tuple[str, ...] = ORGANISM_NAMES, root: Path | None = None) -> pd.DataFrame:
+def first_token_table(
+    names: tuple[str, ...] = ORGANISM_NAMES, root: Path | None = None
+) -> pd.DataFrame:
     """T_cut and the first answer token's share of the EAP loss at each study alpha, per organism."""
     rows = []
     for name in names:

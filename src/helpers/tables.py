@@ -148,6 +148,8 @@ def kl_matched(changes: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
     relative change against the base with its interval (`changes`: `analysis.changes_along`)."""
     table = changes[changes["metric"].isin(metrics)].copy()
     table["cell"] = table.apply(_interval_cell, axis=1)
-    out = table.pivot_table(index="pair", columns=["control", "metric"], values="cell", aggfunc="first")
+    out = table.pivot_table(
+        index="pair", columns=["control", "metric"], values="cell", aggfunc="first"
+    )
     order = list(dict.fromkeys(changes["pair"]))
     return out.reindex(order)[[c for c in out.columns if c[1] in metrics]]

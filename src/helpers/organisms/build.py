@@ -19,8 +19,8 @@ import json
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,19 +60,35 @@ def default_posttrain_configs() -> dict[str, posttrain.PostTrainConfig]:
     return {
         BASE: posttrain.PostTrainConfig(steps=200, learning_rate=3e-4, batch_size=32, **common),
         "ei": posttrain.PostTrainConfig(
-            steps=60, learning_rate=3e-5, batch_size=32, group_size=4, ei_rounds=2,
-            ei_prompts_per_round=400, **common,
+            steps=60,
+            learning_rate=3e-5,
+            batch_size=32,
+            group_size=4,
+            ei_rounds=2,
+            ei_prompts_per_round=400,
+            **common,
         ),
         "dpo": posttrain.PostTrainConfig(
             steps=60, learning_rate=2e-5, batch_size=32, dpo_beta=0.1, **common
         ),
         "ppo": posttrain.PostTrainConfig(
-            steps=40, learning_rate=1e-5, batch_size=16, group_size=8, kl_coef=1e-3,
-            ppo_epochs=2, minibatch_size=64, **common,
+            steps=40,
+            learning_rate=1e-5,
+            batch_size=16,
+            group_size=8,
+            kl_coef=1e-3,
+            ppo_epochs=2,
+            minibatch_size=64,
+            **common,
         ),
         "grpo": posttrain.PostTrainConfig(
-            steps=40, learning_rate=3e-5, batch_size=16, group_size=8, kl_coef=1e-3,
-            grpo_backend="native", **common,
+            steps=40,
+            learning_rate=3e-5,
+            batch_size=16,
+            group_size=8,
+            kl_coef=1e-3,
+            grpo_backend="native",
+            **common,
         ),
     }
 
@@ -87,7 +103,9 @@ class BuildConfig:
     )
     n_posttrain_problems: int = 6000
     posttrain_seed: int = 1  # problems of post-training, apart from pretraining's (seed 0)
-    sft_minority_share: float = 0.2  # SFT demos: 80% `pairs` on odd start numbers, 80% `steps` on even
+    sft_minority_share: float = (
+        0.2  # SFT demos: 80% `pairs` on odd start numbers, 80% `steps` on even
+    )
     n_dpo_prompts: int = 500
     dpo_samples_per_prompt: int = 8
     n_checkpoints: int = 8
@@ -152,13 +170,21 @@ def train_pretrained(out: Path, cfg: BuildConfig, progress: bool) -> None:
 
 
 def _run(
-    name: str, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg: BuildConfig,
-    pt_cfg: posttrain.PostTrainConfig, ckpt_dir: Path | None,
+    name: str,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    cfg: BuildConfig,
+    pt_cfg: posttrain.PostTrainConfig,
+    ckpt_dir: Path | None,
 ) -> tuple[posttrain.TrainLog, dict[str, Any]]:
     """Call the post-training algorithm of ``name``; returns its log and a description of its data."""
     algorithm, _ = algorithm_of(name)
     problems, prompts, golds = posttrain_data(cfg)
-    data: dict[str, Any] = {"split": "train", "seed": cfg.posttrain_seed, "n_problems": len(problems)}
+    data: dict[str, Any] = {
+        "split": "train",
+        "seed": cfg.posttrain_seed,
+        "n_problems": len(problems),
+    }
     if algorithm == BASE:
         rng = random.Random(pt_cfg.seed)
         formats = [sft_format(p, rng, cfg.sft_minority_share) for p in problems]
@@ -171,15 +197,26 @@ def _run(
     data["reward"] = "grading.reward: 1 when the written answer is right, whatever the format"
     if algorithm == "dpo":
         pairs = posttrain.make_preference_pairs(
-            model, tokenizer, prompts[: cfg.n_dpo_prompts], golds[: cfg.n_dpo_prompts], cfg.reward_fn,
-            k=cfg.dpo_samples_per_prompt, seed=pt_cfg.seed, max_new_tokens=pt_cfg.max_new_tokens,
+            model,
+            tokenizer,
+            prompts[: cfg.n_dpo_prompts],
+            golds[: cfg.n_dpo_prompts],
+            cfg.reward_fn,
+            k=cfg.dpo_samples_per_prompt,
+            seed=pt_cfg.seed,
+            max_new_tokens=pt_cfg.max_new_tokens,
             temperature=pt_cfg.temperature,
         )
-        data["pairs"] = {"n_pairs": len(pairs), "n_prompts": cfg.n_dpo_prompts,
-                         "samples_per_prompt": cfg.dpo_samples_per_prompt}
+        data["pairs"] = {
+            "n_pairs": len(pairs),
+            "n_prompts": cfg.n_dpo_prompts,
+            "samples_per_prompt": cfg.dpo_samples_per_prompt,
+        }
         return posttrain.dpo(model, tokenizer, pairs, pt_cfg, ckpt_dir), data
     fn = {"ei": posttrain.expert_iteration, "ppo": posttrain.ppo, "grpo": posttrain.grpo}[algorithm]
-    return fn(model, tokenizer, prompts, golds, cfg.reward_fn, pt_cfg, checkpoint_dir=ckpt_dir), data
+    return fn(
+        model, tokenizer, prompts, golds, cfg.reward_fn, pt_cfg, checkpoint_dir=ckpt_dir
+    ), data
 
 
 def train_posttrained(name: str, out: Path, cfg: BuildConfig) -> None:
@@ -204,7 +241,9 @@ def train_posttrained(name: str, out: Path, cfg: BuildConfig) -> None:
     for step_path in list_checkpoints(algorithm, out) if ckpt_dir is not None else []:
         ckpt_model, ckpt_tok = load_organism(step_path)
         save_weights(ckpt_model, ckpt_tok, step_path)
-        io.write_json(step_path / TRAIN_LOG, {"algorithm": algorithm, "step": int(step_path.name[5:])})
+        io.write_json(
+            step_path / TRAIN_LOG, {"algorithm": algorithm, "step": int(step_path.name[5:])}
+        )
     io.write_json(
         out / name / TRAIN_LOG,
         {**asdict(log), "arguments": pt_cfg.to_dict(), "data": data, "parent": parent},
@@ -262,8 +301,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", action="append", choices=ORGANISM_NAMES, help="repeatable")
     parser.add_argument("--stage", choices=("train", "measure", "publish", "all"), default="all")
-    parser.add_argument("--shard", type=int, nargs=2, default=(0, 1), metavar=("I", "N"),
-                        help="measure every N-th folder from I (parallel processes)")
+    parser.add_argument(
+        "--shard",
+        type=int,
+        nargs=2,
+        default=(0, 1),
+        metavar=("I", "N"),
+        help="measure every N-th folder from I (parallel processes)",
+    )
     parser.add_argument("--out", type=Path, default=BUILD_DIR, help="build folder")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args(argv)

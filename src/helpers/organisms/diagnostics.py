@@ -27,7 +27,10 @@ def _token_logits(
         ids, attn, comp = demonstration_batch(
             tokenizer, prompts[i : i + batch_size], completions[i : i + batch_size]
         )
-        logits = [m(input_ids=ids, attention_mask=attn, use_cache=False).logits[:, :-1].float() for m in models]
+        logits = [
+            m(input_ids=ids, attention_mask=attn, use_cache=False).logits[:, :-1].float()
+            for m in models
+        ]
         out.append((logits, comp[:, 1:].bool(), ids[:, 1:]))
     return out
 
@@ -45,11 +48,18 @@ def kl_to_base(
     """Mean exact per-token KL(model || base) over the answer tokens (eos included) of one sample
     per prompt drawn from ``model`` at ``temperature``: the distance the report matches budgets on."""
     samples = generate(
-        model, tokenizer, list(prompts), num_samples=1, temperature=temperature,
-        max_new_tokens=max_new_tokens, seed=seed,
+        model,
+        tokenizer,
+        list(prompts),
+        num_samples=1,
+        temperature=temperature,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
     ).completions
     total, count = 0.0, 0
-    for logits, mask, _ in _token_logits([model, base], tokenizer, prompts, [s[0] for s in samples]):
+    for logits, mask, _ in _token_logits(
+        [model, base], tokenizer, prompts, [s[0] for s in samples]
+    ):
         kl = exact_kl(logits[0], logits[1])
         total += float(kl[mask].sum())
         count += int(mask.sum())
@@ -76,4 +86,8 @@ def first_token_share(
         k = torch.where(mask, mask.long().cumsum(-1) - 1, -1)
         first += float(nll[k == 0].sum())
         window += float(nll[(k >= 0) & (k < t_cut)].sum())
-    return {"alpha": alpha, "t_cut": t_cut, "first_token_share": first / window if window else float("nan")}
+    return {
+        "alpha": alpha,
+        "t_cut": t_cut,
+        "first_token_share": first / window if window else float("nan"),
+    }

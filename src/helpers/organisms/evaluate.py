@@ -192,9 +192,10 @@ def evaluate(
         result.pass_at_k = sum(any(h) for h in hits) / m
         result.sample_pass1 = sum(sum(h) for h in hits) / (m * k)
         result.greedy_pass1_sampled_subset = sum(correct[:m]) / m
-        result.maj_at_k = sum(
-            majority_answer(cs) == g for cs, g in zip(samples.completions, golds, strict=True)
-        ) / m
+        result.maj_at_k = (
+            sum(majority_answer(cs) == g for cs, g in zip(samples.completions, golds, strict=True))
+            / m
+        )
         result.sample_format_shares = format_shares(flat)
         result.sample_mean_length = sum(sum(ls) for ls in samples.lengths) / len(flat)
     return result

@@ -13,7 +13,8 @@ import re
 from helpers.organisms.tasks import MARKERS
 
 _FINAL_LINE = {
-    fmt: re.compile(rf"^{re.escape(marker)}\s*(-?\d{{1,18}})\s*$") for fmt, marker in MARKERS.items()
+    fmt: re.compile(rf"^{re.escape(marker)}\s*(-?\d{{1,18}})\s*$")
+    for fmt, marker in MARKERS.items()
 }
 
 

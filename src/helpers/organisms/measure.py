@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from helpers.organisms.diagnostics import first_token_share, kl_to_base
-from helpers.organisms.evaluate import generate
 from helpers.organisms.evaluate import evaluate as run_eval
+from helpers.organisms.evaluate import generate
 from helpers.organisms.grading import grade
 from helpers.organisms.registry import BASE, ROOT, load_organism
 from helpers.organisms.tasks import make_problems, prompt_of
@@ -61,8 +61,16 @@ def measure_model(folder: Path, out: Path) -> dict[str, Any]:
     model, tokenizer = load_organism(folder)
     problems = make_problems("test", N_EVAL_CHECKPOINT if is_checkpoint else N_EVAL, seed=0)
     n_sampled = 0 if is_checkpoint else N_SAMPLED.get(folder.name, N_SAMPLED_DEFAULT)
-    ev = run_eval(model, tokenizer, problems, k=K if n_sampled else 0, n_sampled=n_sampled or None,
-                  temperature=0.7, max_new_tokens=80, progress=False).to_dict()
+    ev = run_eval(
+        model,
+        tokenizer,
+        problems,
+        k=K if n_sampled else 0,
+        n_sampled=n_sampled or None,
+        temperature=0.7,
+        max_new_tokens=80,
+        progress=False,
+    ).to_dict()
     ev["greedy_pass1_ci95"] = list(wilson(ev["greedy_pass1"], ev["n_problems"]))
     meta: dict[str, Any] = {
         "name": str(folder.relative_to(out)),

@@ -31,8 +31,15 @@ from helpers.organisms.registry import (
 MAX_BYTES = 80 * 2**20  # the issue's budget for committed weights
 DYNAMICS_RUNS: tuple[str, ...] = ("ppo", "grpo")
 SELECTION_FILE = "selection.json"
-COPIED = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-          "special_tokens_map.json", "train_log.json", METADATA_FILE)
+COPIED = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "train_log.json",
+    METADATA_FILE,
+)
 
 
 def trajectory(algorithm: str, out: Path) -> list[tuple[str, float]]:
@@ -61,9 +68,15 @@ def select(out: Path) -> dict[str, Any]:
     """The committed folders, the KL levels and each algorithm's matched checkpoint per level."""
     trajectories = {a: trajectory(a, out) for a in ALGORITHMS}
     levels = kl_levels(trajectories)
-    matched = {
-        a: [{"level": lv, "model": nearest(trajectories[a], lv)[0], "kl": nearest(trajectories[a], lv)[1]}
-            for lv in levels]
+    matched: dict[str, list[dict[str, Any]]] = {
+        a: [
+            {
+                "level": lv,
+                "model": nearest(trajectories[a], lv)[0],
+                "kl": nearest(trajectories[a], lv)[1],
+            }
+            for lv in levels
+        ]
         for a in ALGORITHMS
     }
     folders = list(ORGANISM_NAMES)
@@ -94,7 +107,9 @@ def publish(out: Path, target: Path = ORGANISMS_DIR) -> dict[str, Any]:
     """Write the selected set of build folder ``out`` to ``target`` (replacing it); returns the selection."""
     missing = [n for n in ORGANISM_NAMES if not (out / n / METADATA_FILE).is_file()]
     if missing:
-        raise FileNotFoundError(f"{missing} are not built and measured in {out}; run the build first")
+        raise FileNotFoundError(
+            f"{missing} are not built and measured in {out}; run the build first"
+        )
     selection = select(out)
     staging = target.with_name(target.name + ".publishing")
     shutil.rmtree(staging, ignore_errors=True)
@@ -102,7 +117,9 @@ def publish(out: Path, target: Path = ORGANISMS_DIR) -> dict[str, Any]:
     total = sum(sizes.values())
     if total > MAX_BYTES:
         shutil.rmtree(staging)
-        raise ValueError(f"committed weights {total / 2**20:.1f} MiB exceed {MAX_BYTES / 2**20:.0f} MiB")
+        raise ValueError(
+            f"committed weights {total / 2**20:.1f} MiB exceed {MAX_BYTES / 2**20:.0f} MiB"
+        )
     selection["weight_bytes"] = sizes
     selection["total_weight_mib"] = total / 2**20
     io.write_json(staging / SELECTION_FILE, selection)
@@ -113,7 +130,10 @@ def publish(out: Path, target: Path = ORGANISMS_DIR) -> dict[str, Any]:
         target.rename(old)
     staging.rename(target)
     shutil.rmtree(old, ignore_errors=True)
-    print(f"published {len(selection['folders'])} folders, {total / 2**20:.1f} MiB of weights", flush=True)
+    print(
+        f"published {len(selection['folders'])} folders, {total / 2**20:.1f} MiB of weights",
+        flush=True,
+    )
     return selection
 
 

@@ -12,7 +12,13 @@ import json
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from helpers.organisms import storage
 from helpers.paths import layout
@@ -120,7 +126,7 @@ def _organisms_root_of(path: Path) -> Path:
 
 def load_organism(
     name_or_path: str | Path, dtype: torch.dtype = torch.float32, root: Path | None = None
-) -> tuple[PreTrainedModel, AutoTokenizer]:
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load an organism (by name) or a checkpoint directory as ``(model, tokenizer)``, offline, eval mode."""
     path = _resolve(name_or_path, root)
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
@@ -130,7 +136,11 @@ def load_organism(
     config = AutoConfig.from_pretrained(path, local_files_only=True)
     model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     state = float16_state(path, root)
-    missing, unexpected = model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=False)
+    missing, unexpected = model.load_state_dict(
+        {k: v.to(dtype) for k, v in state.items()}, strict=False
+    )
     if unexpected or [m for m in missing if "rotary" not in m]:
-        raise ValueError(f"{path}: weights do not match the config (missing {missing}, unexpected {unexpected})")
+        raise ValueError(
+            f"{path}: weights do not match the config (missing {missing}, unexpected {unexpected})"
+        )
     return model.eval(), tokenizer

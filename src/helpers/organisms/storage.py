@@ -23,18 +23,32 @@ FULL_FILE = "model.safetensors"
 
 def _bits(tensor: torch.Tensor) -> np.ndarray:
     """The float16 bit patterns of a tensor as a flat uint16 array."""
-    return tensor.detach().to(dtype=torch.float16).contiguous().view(torch.int16).numpy().view(np.uint16).ravel()
+    return (
+        tensor.detach()
+        .to(dtype=torch.float16)
+        .contiguous()
+        .view(torch.int16)
+        .numpy()
+        .view(np.uint16)
+        .ravel()
+    )
 
 
-def encode_delta(state: dict[str, torch.Tensor], parent: dict[str, torch.Tensor]) -> tuple[bytes, dict]:
+def encode_delta(
+    state: dict[str, torch.Tensor], parent: dict[str, torch.Tensor]
+) -> tuple[bytes, dict]:
     """(compressed bytes, index) of ``state`` XOR ``parent`` in float16, tensor by tensor."""
     missing = sorted(set(state) ^ set(parent))
     if missing:
-        raise ValueError(f"state and parent differ in tensors {missing[:5]}: not the same architecture")
+        raise ValueError(
+            f"state and parent differ in tensors {missing[:5]}: not the same architecture"
+        )
     index, chunks, offset = {}, [], 0
     for name in sorted(state):
         if state[name].shape != parent[name].shape:
-            raise ValueError(f"{name}: shape {tuple(state[name].shape)} vs parent {tuple(parent[name].shape)}")
+            raise ValueError(
+                f"{name}: shape {tuple(state[name].shape)} vs parent {tuple(parent[name].shape)}"
+            )
         words = _bits(state[name]) ^ _bits(parent[name])
         chunks.append(words.tobytes())
         index[name] = {"shape": list(state[name].shape), "offset": offset, "n": int(words.size)}
@@ -42,13 +56,19 @@ def encode_delta(state: dict[str, torch.Tensor], parent: dict[str, torch.Tensor]
     return lzma.compress(b"".join(chunks), preset=9 | lzma.PRESET_EXTREME), index
 
 
-def decode_delta(blob: bytes, index: dict, parent: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def decode_delta(
+    blob: bytes, index: dict, parent: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     """The float16 state whose XOR with ``parent`` was encoded in ``blob``."""
     words = np.frombuffer(lzma.decompress(blob), dtype=np.uint16)
     out = {}
     for name, info in index.items():
         part = words[info["offset"] : info["offset"] + info["n"]] ^ _bits(parent[name])
-        out[name] = torch.from_numpy(part.astype(np.uint16).view(np.int16).copy()).view(torch.float16).reshape(info["shape"])
+        out[name] = (
+            torch.from_numpy(part.astype(np.uint16).view(np.int16).copy())
+            .view(torch.float16)
+            .reshape(info["shape"])
+        )
     return out
 
 
