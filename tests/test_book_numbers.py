@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from helpers.book import discussion, prose
 from helpers.book import findings as F
-from helpers.book import prose
 from helpers.book.typed import typed_numbers
 
 REPO = Path(__file__).resolve().parents[1]
@@ -247,10 +247,11 @@ def test_the_pages_move_with_the_tables(page: str, today: F.Findings) -> None:
     rows = (metrics["metric"] == "intensity") & metrics["algorithm"].isin(["PPO", "GRPO"])
     metrics.loc[rows, "rel_change"] = metrics.loc[rows, "rel_change"] / 2
     halved = F.Findings(metrics=metrics, facts=today.facts)
-    if "{num}`intensity PPO GRPO" not in text and "{generated} answer" not in text:
+    generators = {"answer": prose.answer, "metric-changes": discussion.metric_changes}
+    used = [g for name, g in generators.items() if f"{{generated}} {name}" in text]
+    if "{num}`intensity PPO GRPO" not in text and not used:
         pytest.skip(f"{page} quotes no online-RL intensity")
-    if "{generated} answer" in text:
-        text += "\n" + prose.answer(today)
+    text += "".join("\n" + g(today) for g in used)
     assert prose.render_plain(text, today) != prose.render_plain(text, halved)
 
 
@@ -259,3 +260,77 @@ def test_generated_answer_marks_every_number_as_data() -> None:
     text = prose.answer(f)
     assert typed_numbers(text) == [] and text.count("{num}`") >= 6
     assert len([s for s in prose.render_plain(text, f).split(". ") if s]) == 3
+
+
+# --- the discussion's generated paragraphs ---------------------------------------------------
+
+
+def _organism_facts(steps_shares: dict[str, float]) -> dict[str, float]:
+    facts: dict[str, float] = {}
+    for name, share in steps_shares.items():
+        ev = f"organism.{name}.evaluation"
+        facts |= {
+            f"{ev}.greedy_pass1": 0.3 + share / 2,
+            f"{ev}.greedy_pass1_ci95.0": 0.25,
+            f"{ev}.greedy_pass1_ci95.1": 0.35,
+            f"{ev}.pass_at_k": 0.7,
+            f"{ev}.greedy_format_shares.steps": share,
+            f"{ev}.greedy_format_shares.pairs": 1 - share,
+            f"{ev}.greedy_accuracy_by_format.steps": 0.5,
+            f"{ev}.greedy_accuracy_by_format.pairs": 0.1,
+        }
+    return facts
+
+
+def test_metric_bullets_choose_their_words_from_the_rows() -> None:
+    cells = {(a, "intensity", x): -0.3 for a in ("PPO", "GRPO") for x in (0.1, 0.5)}
+    cells |= {("DPO", "intensity", x): 0.2 for x in (0.1, 0.5)}
+    f = synthetic_findings(cells)
+    text = prose.render_plain(discussion.metric_changes(f), f)
+    line = next(x for x in text.splitlines() if x.startswith("- **activation intensity**"))
+    assert f"online RL lowers it ({MINUS}30%; 0 of 4 settings significant for the claim" in line
+    assert "DPO raises it (+20%)" in line and "SFT (pretrained to SFT)" in line
+    assert typed_numbers(discussion.metric_changes(f).replace("|dL/dr|", "")) == []
+
+
+def test_confidence_paragraph_counts_settings_where_intensity_followed_the_loss() -> None:
+    # synthetic losses fall for every algorithm: intensity "follows" when it falls too
+    falling = synthetic_findings(
+        {(a, "intensity", x): -0.3 for a in ("DPO", "PPO", "GRPO") for x in (0.1, 0.5)}
+    )
+    rising = synthetic_findings(
+        {(a, "intensity", x): 0.3 for a in ("DPO", "PPO", "GRPO") for x in (0.1, 0.5)}
+    )
+    assert (
+        "raw intensity followed it: it changed in the loss's direction in 6 of 6"
+        in prose.render_plain(discussion.confidence(falling), falling)
+    )
+    assert "rarely followed it" in prose.render_plain(discussion.confidence(rising), rising)
+
+
+def test_behaviour_says_where_online_rl_took_the_formats() -> None:
+    base = synthetic_findings()
+    toward = F.Findings(
+        base.metrics, _organism_facts({"sft": 0.5, "ppo": 0.9, "grpo": 0.8, "dpo": 0.5})
+    )
+    mixed = F.Findings(
+        base.metrics, _organism_facts({"sft": 0.5, "ppo": 0.9, "grpo": 0.3, "dpo": 0.5})
+    )
+    text = prose.render_plain(discussion.behaviour(toward), toward)
+    assert "solves 55% of held-out problems greedily (95% interval 25% to 35%)" in text
+    assert "share of answers in `steps`: PPO 90%, GRPO 80%, DPO 50%" in text
+    assert "Online RL moved the base's answers toward `steps`." in text
+    assert "not consistently toward or away" in prose.render_plain(
+        discussion.behaviour(mixed), mixed
+    )
+    with pytest.raises(F.FindingError, match="publish the organisms"):
+        discussion.behaviour(base)
+
+
+def test_interval_lists_are_facts_by_index() -> None:
+    facts: dict = {}
+    F._flatten({"evaluation": {"ci95": [0.2, 0.4]}}, "organism.sft", facts)
+    assert (
+        facts["organism.sft.evaluation.ci95.0"] == 0.2
+        and facts["organism.sft.evaluation.ci95.1"] == 0.4
+    )

@@ -64,6 +64,9 @@ def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
             )
     else:
         out[prefix] = value
+        if isinstance(value, list) and all(isinstance(v, int | float) for v in value):
+            for i, item in enumerate(value):  # an interval [low, high]: prefix.0, prefix.1
+                out[f"{prefix}.{i}"] = item
 
 
 def _read_json_facts(paths: Iterable[tuple[str, Path]]) -> dict[str, Any]:
@@ -79,7 +82,8 @@ def derive(metrics: pd.DataFrame) -> pd.DataFrame:
     ``supports``: a significant change in the claimed direction; ``contradicts``: a significant
     change the other way. Significant is the tables' own rule (``significant``, Holm-adjusted,
     where the tables carry it; else the interval excluding zero). ``loss_change``: relative change
-    of the mean self-loss (EAP scores scale with its gradient, so it is read beside every metric).
+    of the mean self-loss (EAP scores scale with its gradient, so it is read beside every metric);
+    ``follows_loss``: the metric changed in the loss's direction.
     """
     out = metrics.copy()
     rule = "significant" if "significant" in out.columns else "ci_excludes_zero"
@@ -89,6 +93,7 @@ def derive(metrics: pd.DataFrame) -> pd.DataFrame:
         out["contradicts"] = ~out["matches_claim"].astype(bool) & sure
     if {"loss_base", "loss_tuned"} <= set(out.columns):
         out["loss_change"] = out["loss_tuned"] / out["loss_base"] - 1
+        out["follows_loss"] = (out["rel_change"] > 0) == (out["loss_change"] > 0)
     return out
 
 

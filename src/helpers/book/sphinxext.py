@@ -22,7 +22,7 @@ from sphinx.application import Sphinx
 from sphinx.environment import BuildEnvironment
 from sphinx.util.docutils import SphinxDirective
 
-from helpers.book import glance, prose
+from helpers.book import discussion, glance, prose
 from helpers.book.findings import FindingError, Findings, organisms_dir, resolve, results_dir
 from helpers.paths import layout
 
@@ -108,6 +108,9 @@ def num_role(name, rawtext, text, lineno, inliner, options=None, content=None): 
     return [nodes.abbreviation(rawtext, value, explanation=text, classes=["num"])], []
 
 
+GENERATORS = {**prose.GENERATORS, **discussion.GENERATORS}
+
+
 class Generated(SphinxDirective):
     """``{generated} answer``: a paragraph written from the tables by :mod:`helpers.book.prose`."""
 
@@ -116,10 +119,10 @@ class Generated(SphinxDirective):
     def run(self) -> list[nodes.Node]:
         _uses_data(self.env)
         name = self.arguments[0]
-        if name not in prose.GENERATORS:
-            raise self.error(f"unknown generated text {name!r}; known: {sorted(prose.GENERATORS)}")
+        if name not in GENERATORS:
+            raise self.error(f"unknown generated text {name!r}; known: {sorted(GENERATORS)}")
         try:
-            text = prose.GENERATORS[name](findings(self.env))
+            text = GENERATORS[name](findings(self.env))
         except FindingError as err:
             raise self.error(str(err)) from err
         container = nodes.container(classes=["generated", f"generated-{name}"])
