@@ -32,7 +32,16 @@ from helpers.paths import layout
 
 CACHE_FORMAT_VERSION = 1
 COLUMNS: tuple[str, ...] = ("id", "prompt_ids", "answer_ids", "finished")
-WEIGHT_PATTERNS: tuple[str, ...] = ("*.safetensors", "*.bin", "*.pt", "*.pth", "config.json")
+# *.delta.*: weights stored as a delta on a parent whose hash the delta index records
+WEIGHT_PATTERNS: tuple[str, ...] = (
+    "*.safetensors",
+    "*.bin",
+    "*.pt",
+    "*.pth",
+    "*.delta.xz",
+    "*.delta.json",
+    "config.json",
+)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -9,6 +9,7 @@ safetensors file.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import lzma
 from pathlib import Path
@@ -72,18 +73,35 @@ def decode_delta(
     return out
 
 
+def state_sha256(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over the float16 bit patterns of a state, tensor by tensor in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        digest.update(name.encode() + b"\0" + _bits(state[name]).tobytes())
+    return digest.hexdigest()
+
+
 def write_delta(path: Path, state: dict[str, torch.Tensor], parent: dict[str, torch.Tensor]) -> int:
-    """Write ``state`` as a delta on ``parent`` into folder ``path``; returns the compressed bytes."""
+    """Write ``state`` as a delta on ``parent`` into folder ``path``; returns the compressed bytes.
+
+    The index records the parent's hash, so the folder's files identify its weights (the caches key
+    on them) and a delta read against another parent fails instead of decoding garbage."""
     blob, index = encode_delta(state, parent)
     (path / DELTA_FILE).write_bytes(blob)
-    (path / DELTA_INDEX).write_text(json.dumps(index))
+    record = {"parent_sha256": state_sha256(parent), "tensors": index}
+    (path / DELTA_INDEX).write_text(json.dumps(record))
     return len(blob)
 
 
 def read_delta(path: Path, parent: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The float16 state stored as a delta in folder ``path``."""
-    index = json.loads((path / DELTA_INDEX).read_text())
-    return decode_delta((path / DELTA_FILE).read_bytes(), index, parent)
+    record = json.loads((path / DELTA_INDEX).read_text())
+    if record["parent_sha256"] != state_sha256(parent):
+        raise ValueError(
+            f"{path}: its parent's weights are not the ones it was encoded against; publish the "
+            "set again (python -m helpers.organisms.publish) rather than replacing one folder"
+        )
+    return decode_delta((path / DELTA_FILE).read_bytes(), record["tensors"], parent)
 
 
 def is_delta(path: Path) -> bool:
