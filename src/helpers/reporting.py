@@ -11,6 +11,7 @@ from helpers.organisms.registry import (
     BASE,
     ORGANISM_NAMES,
     ORGANISMS_DIR,
+    ROOT,
     list_checkpoints,
     load_metadata,
     organism_path,
@@ -146,3 +147,38 @@ def kl_matched_table(root: Path | None = None) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows)
+
+
+def evaluation_note(meta: dict, n_parameters: int) -> str:
+    """One line saying how the organism table's accuracies were measured (from the SFT metadata)."""
+    ev = meta["evaluation"]
+    return (
+        f"{n_parameters:,} parameters; greedy accuracy on {ev['n_problems']} held-out problems (95% "
+        f"Wilson interval); pass@{ev['k']} and maj@{ev['k']} from {ev['k']} samples at temperature "
+        f"{ev['temperature']} on {ev['n_sampled']} problems for the SFT base, fewer for the others"
+    )
+
+
+def organisms_reading(table: pd.DataFrame, shares: pd.DataFrame, k: int, alpha: float) -> str:
+    """The organisms page's reading: the base's accuracy and headroom, then each model against it."""
+    t = table.set_index("model")
+    b = t.loc[BASE]
+    pct = lambda x: f"{100 * x:.1f}%"  # noqa: E731
+    lines = [
+        f"- **{m}**: pass@1 {pct(b['pass@1 (greedy)'])} → {pct(t.loc[m, 'pass@1 (greedy)'])} "
+        f"[{pct(t.loc[m, 'pass@1 low'])}, {pct(t.loc[m, 'pass@1 high'])}], `steps` share "
+        f"{100 * b['steps']:.0f}% → {100 * t.loc[m, 'steps']:.0f}%, KL to base "
+        f"{t.loc[m, 'KL to base']:.3g}"
+        for m in t.index
+        if m not in (ROOT, BASE)
+    ]
+    at = shares[(shares["model"] == BASE) & (shares["alpha"] == alpha)]["first_token_share"]
+    gap = 100 * (b[f"pass@{k}"] - b["pass@1 (greedy)"])
+    return (
+        f"**Reading.** The SFT base answers {pct(b['pass@1 (greedy)'])} of held-out problems "
+        f"greedily [{pct(b['pass@1 low'])}, {pct(b['pass@1 high'])}] and {pct(b[f'pass@{k}'])} with "
+        f"{k} samples ({gap:+.1f} points from sampling); its answers are "
+        f"{b['mean answer tokens']:.0f} tokens long on average, and at alpha {alpha:g} the first "
+        f"answer token carries {100 * float(at.iloc[0]):.1f}% of its EAP loss. Against the SFT "
+        "base:\n" + "\n".join(lines)
+    )

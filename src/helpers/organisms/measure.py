@@ -31,7 +31,7 @@ def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
         return (math.nan, math.nan)
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (centre - half, centre + half)
+    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def reference_of(folder: Path, out: Path) -> str | None:
