@@ -17,8 +17,9 @@ PROVENANCE_TAG = "provenance"
 VOLATILE_CELL_KEYS = ("execution", "papermill")
 VOLATILE_NB_KEYS = ("widgets",)
 PAPERMILL_KEPT = ("parameters", "default_parameters", "version")
-# tqdm's lines: carriage returns, "<n>/<total> [...]" or rates in it/s or s/it.
-PROGRESS = re.compile(r"\r|\d+it/s|\d+s/it|\|\s*\d+/\d+\s*\[")
+# tqdm's lines: carriage returns, "<n>/<total> [...]", rates in it/s or s/it, or the cursor-up
+# escape a nested bar prints ("\x1b[A").
+PROGRESS = re.compile(r"\r|\d+it/s|\d+s/it|\|\s*\d+/\d+\s*\[|\x1b\[A")
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
 
