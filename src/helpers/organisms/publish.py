@@ -31,6 +31,7 @@ from helpers.organisms.registry import (
 MAX_BYTES = 80 * 2**20  # the budget for committed weights
 DYNAMICS_RUNS: tuple[str, ...] = ("ppo", "grpo")
 SELECTION_FILE = "selection.json"
+BUILD_LOG = "build_log.json"
 COPIED = (
     "config.json",
     "generation_config.json",
@@ -123,6 +124,8 @@ def publish(out: Path, target: Path = ORGANISMS_DIR) -> dict[str, Any]:
     selection["weight_bytes"] = sizes
     selection["total_weight_mib"] = total / 2**20
     io.write_json(staging / SELECTION_FILE, selection)
+    if (out / BUILD_LOG).is_file():  # wall seconds per model, kept with the set they describe
+        shutil.copy2(out / BUILD_LOG, staging / BUILD_LOG)
     _check_exact(out, staging, selection["folders"])
     old = target.with_name(target.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
