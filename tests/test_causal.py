@@ -231,7 +231,9 @@ def test_curve_and_grown_tables() -> None:
     assert rnd["accuracy"] == 0.875 and rnd["loss_change"] == pytest.approx(0.1)
     assert rnd["mass_share"] == pytest.approx(1 / 6)
     assert set(curve[curve["k"] == 0]["accuracy"]) == {1.0}
-    grown = causal.grown_table([_fake_run("a", 1.0), _fake_run("b", 1.0)], pair="p", algorithm="PPO")
+    grown = causal.grown_table(
+        [_fake_run("a", 1.0), _fake_run("b", 1.0)], pair="p", algorithm="PPO"
+    )
     g = grown.set_index("set")
     assert g.loc["grown", "accuracy_drop"] == 0.25 and g.loc["grown", "seeds"] == 2
     assert g.loc["random", "excess_drop"] == pytest.approx(0.125)

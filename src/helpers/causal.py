@@ -254,10 +254,17 @@ def run_knockouts(
     clean_loss = ablated_loss(model, batch, [])
     clean_correct = ablated_accuracy(model, tokenizer, problems, [], **kw)
     loss, correct = [], []
+    done: dict[frozenset[int], tuple[np.ndarray, np.ndarray]] = {}  # k = all edges: one set
     for s in tqdm(sets, desc=f"knock-outs {name}", disable=not progress):
-        removed = [edges[i] for i in s.edges]
-        loss.append(ablated_loss(model, batch, removed) - clean_loss)
-        correct.append(ablated_accuracy(model, tokenizer, problems, removed, **kw))
+        key = frozenset(s.edges)
+        if key not in done:
+            removed = [edges[i] for i in s.edges]
+            done[key] = (
+                ablated_loss(model, batch, removed) - clean_loss,
+                ablated_accuracy(model, tokenizer, problems, removed, **kw),
+            )
+        loss.append(done[key][0])
+        correct.append(done[key][1])
     total = float(attribution(scores).sum())
     return Knockouts(
         name, list(sets), np.array(loss), np.array(correct), clean_loss, clean_correct, total
@@ -409,15 +416,20 @@ class Faithfulness:
     estimates: dict[str, np.ndarray]  # method -> float64 [n_questions, n_edges]
     exact: np.ndarray  # float64 [n_questions, n_edges]
     seconds: dict[str, float]
+    scores: dict[str, EdgeScores] = field(default_factory=dict)  # method -> the raw scores
 
 
 def score_methods(
-    model: torch.nn.Module, batch: ModelBatch, *, m: int, chunk: int = 16
+    model: torch.nn.Module,
+    batch: ModelBatch,
+    *,
+    m: int,
+    chunk: int = 16,
+    methods: Sequence[Method] = ("eap", "eap-ig"),
 ) -> tuple[dict[str, EdgeScores], dict[str, float]]:
     """EAP and EAP-IG (m steps) scores of a batch, in chunks of questions, with their seconds."""
     out: dict[str, EdgeScores] = {}
     seconds: dict[str, float] = {}
-    methods: tuple[Method, ...] = ("eap", "eap-ig")
     for method in methods:
         start = time.perf_counter()
         parts = []
@@ -453,7 +465,7 @@ def faithfulness(
     seconds["exact"] = time.perf_counter() - start
     mask = exact.mask
     est = {k: v.scores.double().numpy()[:, mask] for k, v in scores.items()}
-    return Faithfulness(name, alpha, est, exact.effects[:, mask], seconds)
+    return Faithfulness(name, alpha, est, exact.effects[:, mask], seconds, scores)
 
 
 def agreement_stats(est: np.ndarray, exact: np.ndarray, top_k: Sequence[int]) -> dict[str, float]:
