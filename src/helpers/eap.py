@@ -261,10 +261,7 @@ def edge_scores(
     `method="eap-ig"` averages the gradients of `m` points on each source's path to zero (see the
     module docstring); its loss and gradient norms are the clean run's, as EAP's.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if not isinstance(m, int) or isinstance(m, bool) or m < 1:
-        raise ValueError(f"m (EAP-IG integration steps) must be an integer >= 1, got {m!r}")
+    check_method(method, m)
     backend.check(model)  # the key first: the cheapest refusal, before any wrapping
     envoy = backend.envoy(model)
     module: torch.nn.Module = envoy._module
@@ -293,29 +290,14 @@ def edge_scores(
         if training:
             module.eval()  # no dropout, no gradient checkpointing re-running the forward
         with torch.enable_grad():
+            trace = (envoy, adapter, n_layers, inputs, labels, weights)
+            objective_ = objective or per_sample_loss
             scores, loss, norm_logits, norm_resid = _trace_scores(
-                envoy,
-                adapter,
-                n_layers,
-                inputs,
-                labels,
-                weights,
-                backend=backend,
-                objective=objective or per_sample_loss,
+                *trace, backend=backend, objective=objective_
             )
             if method == "eap-ig" and m > 1:
                 scores = _integrated(
-                    scores,
-                    envoy,
-                    adapter,
-                    n_layers,
-                    inputs,
-                    labels,
-                    weights,
-                    m=m,
-                    backend=backend,
-                    objective=objective or per_sample_loss,
-                    progress=progress,
+                    scores, *trace, m=m, backend=backend, objective=objective_, progress=progress
                 )
     finally:
         for p, flag in zip(module.parameters(), flags, strict=True):
@@ -323,6 +305,21 @@ def edge_scores(
         if training:
             module.train()
     check_finite(scores, loss)
+    name = getattr(objective, "__name__", "custom") if objective else "nll"
+    return _result(graph, scores, loss, (norm_logits, norm_resid), positions, name, method, m)
+
+
+def _result(
+    graph: ResidualGraph,
+    scores: torch.Tensor,
+    loss: torch.Tensor,
+    norms: tuple[torch.Tensor, torch.Tensor],
+    positions: str,
+    objective: str,
+    method: str,
+    m: int,
+) -> EdgeScores:
+    """The EdgeScores of one call, on the CPU."""
     return EdgeScores(
         scores=scores.cpu(),
         sources=graph.sources,
@@ -330,9 +327,9 @@ def edge_scores(
         mask=graph.mask,
         loss=loss.cpu(),
         positions=positions,
-        objective=getattr(objective, "__name__", "custom") if objective else "nll",
-        grad_norm_logits=norm_logits.cpu(),
-        grad_norm_resid=norm_resid.cpu(),
+        objective=objective,
+        grad_norm_logits=norms[0].cpu(),
+        grad_norm_resid=norms[1].cpu(),
         method=method,
         steps=m if method == "eap-ig" else 1,
     )
@@ -396,6 +393,14 @@ def _integrated(
     return total / m
 
 
+def check_method(method: str, m: int) -> None:
+    """Raise ValueError, naming the fix, for an unknown method or a bad number of EAP-IG steps."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if not isinstance(m, int) or isinstance(m, bool) or m < 1:
+        raise ValueError(f"m (EAP-IG integration steps) must be an integer >= 1, got {m!r}")
+
+
 class NonFiniteScores(FloatingPointError):
     """EAP produced NaN or inf for some samples; `samples` are their indices in the batch."""
 
@@ -452,8 +457,7 @@ def _trace_scores(
     Values are requested in forward order and gradients in reverse order, as nnsight requires.
     Only the [batch, S, T] scores, the per-sample objective and its gradient norms at the logits
     and the final residual leave the trace. `scales` (float32 [batch, S, seq], EAP-IG's path)
-    multiplies each source's output after it is stored, so the stored outputs stay clean.
-    """
+    multiplies each source's output after it is stored (stored outputs stay clean)."""
     embed = resolve(envoy, adapter.embed)
     layers = resolve(envoy, adapter.layers)
     final_norm = resolve(envoy, adapter.final_norm)
