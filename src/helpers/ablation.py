@@ -3,10 +3,17 @@
 Ablating edge u -> v removes u's clean output from v's input (in_v <- in_v - O_u at the counted
 positions) in an otherwise normal forward pass; its effect is the change in each sample's loss.
 One forward pass per edge, so this is for small models (the organisms), as a faithfulness check.
+
+`knocked_out` removes a set of edges at once, inside any forward (``generate`` included): each
+target's pre-norm input loses the outputs its removed sources produced in the same call, i.e. the
+circuit without those edges, zero-ablated. With the KV cache of ``generate`` every step sees the
+same removal, so cached keys and values are those of the ablated model.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,7 +37,11 @@ class AblationEffects:
     mask: np.ndarray
 
 
+Edge = tuple[int, int]  # (source index, target index) in `residual_graph` order
+
+
 def _source_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """emb, attn.0, mlp.0, ...: the modules whose outputs are the graph's sources, in order."""
     ad = adapter_for(model)
     layers = resolve(model, ad.layers)
     mods = [resolve(model, ad.embed)]
@@ -40,12 +51,69 @@ def _source_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
 
 
 def _target_norms(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The pre-norms of attn.0, mlp.0, ..., and the final norm: the graph's targets, in order."""
     ad = adapter_for(model)
     layers = resolve(model, ad.layers)
     mods = []
     for layer in layers:
         mods += [resolve(layer, ad.attn_norm), resolve(layer, ad.mlp_norm)]
     return [*mods, resolve(model, ad.final_norm)]
+
+
+def check_edges(edges: Iterable[Edge], n_layers: int) -> list[Edge]:
+    """The edges as (source, target) int pairs; raises, naming the fix, for one not in the graph."""
+    graph = residual_graph(n_layers)
+    n_sources, n_targets = graph.mask.shape
+    out = []
+    for edge in edges:
+        s, t = (int(i) for i in edge)
+        if not (0 <= s < n_sources and 0 <= t < n_targets and bool(graph.mask[s, t])):
+            raise ValueError(
+                f"edge {edge!r} is not in the {n_layers}-layer residual graph: give (source, "
+                f"target) indices with 0 <= source <= target < {n_targets} (graph.edge_index())"
+            )
+        out.append((s, t))
+    return out
+
+
+@contextmanager
+def knocked_out(model: torch.nn.Module, edges: Iterable[Edge]) -> Iterator[None]:
+    """Within the block, every forward of `model` runs with `edges` removed (zero-ablated).
+
+    Forward hooks keep the listed sources' outputs of the current call; pre-hooks on the targets'
+    norms subtract them. An empty set registers nothing, so the model is exactly the plain one.
+    """
+    n_layers = len(resolve(model, adapter_for(model).layers))
+    removed = check_edges(edges, n_layers)
+    sources, targets = _source_modules(model), _target_norms(model)
+    by_target: dict[int, list[int]] = {}
+    for s, t in sorted(set(removed)):
+        by_target.setdefault(t, []).append(s)
+    kept: dict[int, torch.Tensor] = {}
+
+    def keep(index: int):  # noqa: ANN202 - a hook factory
+        def hook(_mod, _inp, out):
+            kept[index] = out[0] if isinstance(out, tuple) else out
+
+        return hook
+
+    def subtract(froms: list[int]):  # noqa: ANN202
+        def hook(_mod, args):
+            x = args[0]
+            for s in froms:
+                x = x - kept[s].to(x.dtype)
+            return (x, *args[1:])
+
+        return hook
+
+    handles = [sources[s].register_forward_hook(keep(s)) for s in {s for s, _ in removed}]
+    handles += [targets[t].register_forward_pre_hook(subtract(f)) for t, f in by_target.items()]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        kept.clear()
 
 
 @torch.no_grad()

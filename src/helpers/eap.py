@@ -21,6 +21,20 @@ Two properties worth knowing when reading scores: the scores into a target sum t
 -<in_v, dL/d in_v> (the residual stream is the sum of earlier outputs), and because RMSNorm is
 scale-invariant that sum is ~0 up to the norm's eps; in particular emb -> attn.0, the whole input
 of attn.0, always scores ~0.
+
+EAP-IG (`method="eap-ig"`, Hanna, Pezzelle & Belinkov 2024) replaces the one gradient by the mean of
+m gradients along the path from the clean run to the zero ablation. Zero-ablating the edges into a
+pre-norm target scales its whole input, which RMSNorm ignores, so no single shared path exists;
+as in the reference implementation's activation variant (hannamw/EAP-IG, `get_scores_ig_activations`
+with `intervention="zero"`), each source u gets its own path: u's output is scaled by
+a_k = 1 - k/m (k = 0..m-1, at the counted positions) with everything downstream recomputed, and
+
+    s_IG(u -> v) = - sum_{t, d} O_u[t, d] * (1/m) sum_k dL/d in_v[t, d] |_(O_u scaled by a_k)
+
+(only the gradients of u's own path score u's edges, where the reference averages every node's
+paths into every edge). k = 0 is the clean run, i.e. EAP, so m = 1 gives EAP exactly; the other
+m - 1 steps run every source as its own row of one batched trace: (1 + (m - 1)(2L + 1)) times the
+forward and backward of EAP.
 """
 
 from __future__ import annotations
@@ -42,6 +56,9 @@ from helpers.graph import ResidualGraph, residual_graph
 from helpers.io import atomic_write
 
 Positions = Literal["all", "labelled"]
+Method = Literal["eap", "eap-ig"]
+METHODS: tuple[str, ...] = ("eap", "eap-ig")
+IG_ROWS = 256  # most rows (samples x sources) in one EAP-IG trace; more are split over traces
 IGNORE_INDEX = -100
 # (logits [batch, seq, vocab], labels [batch, seq]) -> float32 [batch]: what EAP differentiates.
 Objective = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -60,6 +77,8 @@ class EdgeScores:
     objective: str = "nll"  # name of the differentiated objective (see `edge_scores`)
     grad_norm_logits: torch.Tensor | None = None  # float32 [batch], |dL/dlogits| per sample
     grad_norm_resid: torch.Tensor | None = None  # float32 [batch], |dL/d final residual|
+    method: str = "eap"  # "eap" or "eap-ig" (see `edge_scores`)
+    steps: int = 1  # integration steps m of EAP-IG (1 for EAP)
 
     @property
     def graph(self) -> ResidualGraph:
@@ -92,13 +111,16 @@ def concat(results: Sequence[EdgeScores]) -> EdgeScores:
         raise ValueError("concat needs at least one EdgeScores")
     first = results[0]
     for other in results[1:]:
-        if (other.sources, other.positions, other.objective) != (
+        if (other.sources, other.positions, other.objective, other.method, other.steps) != (
             first.sources,
             first.positions,
             first.objective,
+            first.method,
+            first.steps,
         ):
             raise ValueError(
-                "cannot concat EdgeScores of different graphs, position rules or objectives"
+                "cannot concat EdgeScores of different graphs, position rules, objectives or "
+                "methods"
             )
 
     def cat(name: str) -> torch.Tensor | None:
@@ -115,6 +137,8 @@ def concat(results: Sequence[EdgeScores]) -> EdgeScores:
         objective=first.objective,
         grad_norm_logits=cat("grad_norm_logits"),
         grad_norm_resid=cat("grad_norm_resid"),
+        method=first.method,
+        steps=first.steps,
     )
 
 
@@ -218,6 +242,9 @@ def edge_scores(
     positions: Positions = "all",
     backend: Local = LOCAL,
     objective: Objective | None = None,
+    method: Method = "eap",
+    m: int = 5,
+    progress: bool = False,
 ) -> EdgeScores:
     """EAP score of every residual edge, per sample, from one forward and one backward pass.
 
@@ -231,7 +258,10 @@ def edge_scores(
     (e.g. `helpers.controls.margin_objective`); on a remote backend it must live in a module
     nnsight can register (the backend ships it). The result also carries each sample's gradient norm at the logits and
     at the final residual stream, which normalising controls divide by.
+    `method="eap-ig"` averages the gradients of `m` points on each source's path to zero (see the
+    module docstring); its loss and gradient norms are the clean run's, as EAP's.
     """
+    check_method(method, m)
     backend.check(model)  # the key first: the cheapest refusal, before any wrapping
     envoy = backend.envoy(model)
     module: torch.nn.Module = envoy._module
@@ -260,22 +290,36 @@ def edge_scores(
         if training:
             module.eval()  # no dropout, no gradient checkpointing re-running the forward
         with torch.enable_grad():
+            trace = (envoy, adapter, n_layers, inputs, labels, weights)
+            objective_ = objective or per_sample_loss
             scores, loss, norm_logits, norm_resid = _trace_scores(
-                envoy,
-                adapter,
-                n_layers,
-                inputs,
-                labels,
-                weights,
-                backend=backend,
-                objective=objective or per_sample_loss,
+                *trace, backend=backend, objective=objective_
             )
+            if method == "eap-ig" and m > 1:
+                scores = _integrated(
+                    scores, *trace, m=m, backend=backend, objective=objective_, progress=progress
+                )
     finally:
         for p, flag in zip(module.parameters(), flags, strict=True):
             p.requires_grad_(flag)
         if training:
             module.train()
     check_finite(scores, loss)
+    name = getattr(objective, "__name__", "custom") if objective else "nll"
+    return _result(graph, scores, loss, (norm_logits, norm_resid), positions, name, method, m)
+
+
+def _result(
+    graph: ResidualGraph,
+    scores: torch.Tensor,
+    loss: torch.Tensor,
+    norms: tuple[torch.Tensor, torch.Tensor],
+    positions: str,
+    objective: str,
+    method: str,
+    m: int,
+) -> EdgeScores:
+    """The EdgeScores of one call, on the CPU."""
     return EdgeScores(
         scores=scores.cpu(),
         sources=graph.sources,
@@ -283,10 +327,78 @@ def edge_scores(
         mask=graph.mask,
         loss=loss.cpu(),
         positions=positions,
-        objective=getattr(objective, "__name__", "custom") if objective else "nll",
-        grad_norm_logits=norm_logits.cpu(),
-        grad_norm_resid=norm_resid.cpu(),
+        objective=objective,
+        grad_norm_logits=norms[0].cpu(),
+        grad_norm_resid=norms[1].cpu(),
+        method=method,
+        steps=m if method == "eap-ig" else 1,
     )
+
+
+def path_scales(
+    weights: torch.Tensor, source: torch.Tensor, n_nodes: int, a: float
+) -> torch.Tensor:
+    """float32 [rows, n_nodes, seq] output multipliers: row r scales node `source[r]` to `a` at
+    its counted positions (`weights [rows, seq]`), and leaves every other node as it is."""
+    scales = torch.ones(weights.shape[0], n_nodes, weights.shape[1], dtype=torch.float32)
+    rows = torch.arange(weights.shape[0])
+    scales[rows, source] = 1.0 - (1.0 - a) * weights.float().cpu()
+    return scales
+
+
+def _integrated(
+    clean: torch.Tensor,
+    envoy: Envoy,
+    adapter: Adapter,
+    n_layers: int,
+    inputs: dict[str, torch.Tensor],
+    labels: torch.Tensor,
+    weights: torch.Tensor,
+    *,
+    m: int,
+    backend: Local,
+    objective: Objective,
+    progress: bool,
+) -> torch.Tensor:
+    """EAP-IG scores [batch, S, S] from EAP's (`clean`, the k = 0 step) and steps k = 1..m-1.
+
+    Each step runs every (sample, source) pair as one row, source u's output scaled by 1 - k/m,
+    in traces of at most IG_ROWS rows; only row u of each row's score matrix is kept.
+    """
+    batch = labels.shape[0]
+    n_nodes = 2 * n_layers + 1
+    per_trace = max(1, IG_ROWS // batch)
+    groups = [list(range(i, min(i + per_trace, n_nodes))) for i in range(0, n_nodes, per_trace)]
+    total = clean.clone()
+    steps = [(k, g) for k in range(1, m) for g in groups]
+    for k, group in tqdm(steps, desc=f"EAP-IG (m={m})", leave=False, disable=not progress):
+        source = torch.tensor(group).repeat(batch)  # row r: sample r // len(group)
+        expand = {name: t.repeat_interleave(len(group), 0) for name, t in inputs.items()}
+        w = weights.repeat_interleave(len(group), 0)
+        scales = path_scales(w, source, n_nodes, 1.0 - k / m)
+        scores, *_ = _trace_scores(
+            envoy,
+            adapter,
+            n_layers,
+            expand,
+            labels.repeat_interleave(len(group), 0),
+            w,
+            backend=backend,
+            objective=objective,
+            scales=scales,
+        )
+        rows = torch.arange(source.numel(), device=scores.device)
+        own = scores[rows, source.to(scores.device)].view(batch, len(group), n_nodes)
+        total[:, group] += own.to(total.device)
+    return total / m
+
+
+def check_method(method: str, m: int) -> None:
+    """Raise ValueError, naming the fix, for an unknown method or a bad number of EAP-IG steps."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if not isinstance(m, int) or isinstance(m, bool) or m < 1:
+        raise ValueError(f"m (EAP-IG integration steps) must be an integer >= 1, got {m!r}")
 
 
 class NonFiniteScores(FloatingPointError):
@@ -338,13 +450,14 @@ def _trace_scores(
     *,
     backend: Local,
     objective: Objective,
+    scales: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Run the trace: store sources (float32), contract each target's branch gradient with them.
 
     Values are requested in forward order and gradients in reverse order, as nnsight requires.
     Only the [batch, S, T] scores, the per-sample objective and its gradient norms at the logits
-    and the final residual leave the trace.
-    """
+    and the final residual leave the trace. `scales` (float32 [batch, S, seq], EAP-IG's path)
+    multiplies each source's output after it is stored (stored outputs stay clean)."""
     embed = resolve(envoy, adapter.embed)
     layers = resolve(envoy, adapter.layers)
     final_norm = resolve(envoy, adapter.final_norm)
@@ -373,6 +486,8 @@ def _trace_scores(
         store_shape = (batch, n_nodes, *emb.shape[1:])
         sources = torch.empty(store_shape, dtype=torch.float32, device=emb.device)
         sources[:, 0] = emb.detach()
+        if scales is not None:
+            embed.output = _scaled(emb, scales[:, 0], False)
         branch_inputs = []  # clones of each target's pre-norm input, in serial order
         for node, (norm, block, returns_tuple) in enumerate(branches, start=1):
             branch_input = norm.input.clone()
@@ -382,6 +497,8 @@ def _trace_scores(
             branch_inputs.append(branch_input)
             output = block.output
             sources[:, node] = (output[0] if returns_tuple else output).detach()
+            if scales is not None:
+                block.output = _scaled(output, scales[:, node], returns_tuple)
         final_input = final_norm.input.clone()
         final_norm.input = final_input
         branch_inputs.append(final_input)
@@ -403,3 +520,10 @@ def _trace_scores(
         loss = loss.detach().float().save()  # type: ignore[attr-defined]
         norm_resid = grad_norms[:, -1].save()  # type: ignore[attr-defined]
     return scores, loss, norm_logits, norm_resid
+
+
+def _scaled(output: Any, scale: torch.Tensor, returns_tuple: bool) -> Any:
+    """A module's output with its hidden states multiplied by `scale [batch, seq]` (EAP-IG)."""
+    hidden = output[0] if returns_tuple else output
+    new = hidden * scale.to(hidden.device, hidden.dtype).unsqueeze(-1)
+    return (new, *output[1:]) if returns_tuple else new
