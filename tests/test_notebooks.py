@@ -33,6 +33,17 @@ TINY = {
     },
     "faithfulness": {"n_items": 40, "n_questions": 4, "scales": [1.0, 0.1], "top_k": [3]},
     "organisms": {},
+    "causal": {
+        "pair": "test_pair",
+        "n_items": 60,
+        "alphas": [0.3],
+        "n_questions": 6,
+        "ig_steps": 2,
+        "n_problems": 8,
+        "k_points": 3,
+        "n_grown": 3,
+        "n_boot": 50,
+    },
 }
 
 
@@ -88,7 +99,7 @@ def test_template_executes(name: str, tmp_path: Path, monkeypatch: pytest.Monkey
         if c.cell_type == "code"
         for o in c.get("outputs", [])
     )
-    assert images >= {"pair_analysis": 5, "faithfulness": 1, "organisms": 4}[name]
+    assert images >= {"pair_analysis": 5, "faithfulness": 1, "organisms": 4, "causal": 3}[name]
     assert _git_status() == before
     assert sorted((REPO / "data" / "results").rglob("*")) == published
     if name == "pair_analysis":
