@@ -92,7 +92,7 @@ def test_case9_paths_outside_the_repository(params: Path, capsys) -> None:
     )
     assert "must equal the file's name 'escape'" in message
     message = _refused(
-        params, "escape", GOOD.replace("inputs: [data/organisms/base", "inputs: [/etc"), capsys
+        params, "escape", GOOD.replace("inputs: [data/organisms/sft", "inputs: [/etc"), capsys
     )
     assert "inputs[0] = '/etc' resolves to /etc, outside the repository" in message
     with pytest.raises(ValueError, match="plain file name"):
@@ -101,15 +101,15 @@ def test_case9_paths_outside_the_repository(params: Path, capsys) -> None:
 
 def test_case10_keys_cannot_carry_code(params: Path, capsys) -> None:
     evil = GOOD.replace(
-        "  focus_alpha: 0.5",
-        "  focus_alpha: 0.5\n  \"x\\nimport os; os.system('touch /tmp/pwned')\\ny\": 1",
+        "  focus_alpha: 0.3",
+        "  focus_alpha: 0.3\n  \"x\\nimport os; os.system('touch /tmp/pwned')\\ny\": 1",
     )
     message = _refused(params, "organism_grpo", evil, capsys)
     assert "is not a plain name" in message and "parameter names become Python variables" in message
     message = _refused(params, "organism_grpo", GOOD + "  when: 2024-01-01\n", capsys)
     assert "parameters.when is a date" in message and "quote it" in message
     message = _refused(
-        params, "organism_grpo", GOOD.replace("n_items: 500", "n_items: .nan"), capsys
+        params, "organism_grpo", GOOD.replace("n_items: 600", "n_items: .nan"), capsys
     )
     assert "parameters.n_items is nan; give a finite number" in message
 
@@ -128,27 +128,27 @@ def test_case11_misspelled_keys_get_did_you_mean(params: Path, capsys) -> None:
         ("stage: 2", "stage: two", "stage is 'two'; it must be an integer"),
         ("stage: 2", "stage: -1", "stage = -1 is outside [0, 99]"),
         (
-            "inputs: [data/organisms/base, data/organisms/grpo]",
+            "inputs: [data/organisms/sft, data/organisms/grpo, data/organisms/grpo-s1, data/organisms/grpo-s2]",
             "inputs: data/organisms",
             "inputs is 'data/organisms'; it must be a list",
         ),
         (
-            "n_items: 500",
+            "n_items: 600",
             "n_items: 0",
             "parameters: n_items must be a positive integer or null, got 0",
         ),
         (
-            "n_items: 500",
+            "n_items: 600",
             "n_items: many",
             "parameters.n_items is 'many'; the template expects an integer like its default 500",
         ),
         (
-            "alphas: [0.1, 0.3, 0.5, 0.8]",
+            "alphas: [0.03, 0.1, 0.3, 0.5]",
             "alphas: [0.1, 3]",
             "alphas must be a non-empty list of numbers in (0, 1], got (0.1, 3)",
         ),
         (
-            "alphas: [0.1, 0.3, 0.5, 0.8]",
+            "alphas: [0.03, 0.1, 0.3, 0.5]",
             "alphas: []",
             "alphas must be a non-empty list of numbers in (0, 1], got ()",
         ),
