@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from helpers import verdict
 from helpers.book import discussion, prose
 from helpers.book import findings as F
 from helpers.book.typed import typed_numbers
@@ -334,3 +335,19 @@ def test_interval_lists_are_facts_by_index() -> None:
         facts["organism.sft.evaluation.ci95.0"] == 0.2
         and facts["organism.sft.evaluation.ci95.1"] == 0.4
     )
+
+
+def test_derive_counts_significance_by_the_verdicts_rule() -> None:
+    """Ten settings each with bootstrap p = 0.01 and an interval off zero: uncorrected, all ten
+    are significant; Holm over the ten (what the verdict uses) leaves none, and so does prose."""
+    rows = [
+        {"pair": f"organism_p{i}", "algorithm": "PPO", "alpha": 0.3, "t_cut": 5,
+         "metric": "intensity", "rel_change": 0.2, "p_boot": 0.01, "claimed": "up",
+         "matches_claim": True, "ci_excludes_zero": True, "control": "raw"}
+        for i in range(10)
+    ]  # fmt: skip
+    out = F.derive(pd.DataFrame(rows))
+    assert not out["significant"].any() and not out["supports"].any()
+    assert out["significant"].tolist() == verdict.significance_of(pd.DataFrame(rows)).tolist()
+    rows[0]["p_boot"] = 0.0001  # Holm: 0.0001 * 10 < 0.05, the one significant setting
+    assert F.derive(pd.DataFrame(rows))["supports"].tolist() == [True] + [False] * 9

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from helpers import causal
-from helpers.ablation import check_edges, edge_ablation_effects, knocked_out
+from helpers.ablation import check_edges, edge_ablation_effects, knocked_out, source_means
 from helpers.eap import edge_scores, per_sample_loss
 from helpers.evaluation import ModelBatch
 from helpers.graph import residual_graph
@@ -27,8 +27,15 @@ def _ids(n: int = 2, seq: int = 10, vocab: int = 53) -> torch.Tensor:
     return torch.randint(3, vocab, (n, seq), generator=torch.Generator().manual_seed(1))
 
 
-def manual_logits(model, ids: torch.Tensor, removed: tuple[int, int] | None) -> torch.Tensor:
-    """Logits of a forward written out module by module, with O_u subtracted from v's input."""
+def manual_logits(
+    model,
+    ids: torch.Tensor,
+    removed: tuple[int, int] | None,
+    scale: float = 1.0,
+    baseline: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Logits of a forward written out module by module, with scale * (O_u - b_u) subtracted
+    from v's input (b_u = 0 without a baseline)."""
     inner = model.model
     seq = ids.shape[1]
     pos = torch.arange(seq)[None].expand(ids.shape[0], -1)
@@ -39,7 +46,8 @@ def manual_logits(model, ids: torch.Tensor, removed: tuple[int, int] | None) -> 
 
     def branch_input(target: int) -> torch.Tensor:
         if removed is not None and removed[1] == target:
-            return resid - outs[removed[0]]
+            shift = outs[removed[0]] - (0.0 if baseline is None else baseline)
+            return resid - scale * shift
         return resid
 
     for index, layer in enumerate(inner.layers):
@@ -70,6 +78,56 @@ def test_knocked_out_edge_equals_the_hand_written_subtraction(edge: tuple[int, i
     want = manual_logits(model, ids, edge)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     assert not torch.allclose(got, model(input_ids=ids).logits, atol=1e-4)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("edge", [(0, 2), (1, 4), (3, 3)])
+def test_partial_and_mean_removal_equal_the_hand_written_forward(edge: tuple[int, int]) -> None:
+    model = _model()
+    ids = _ids()
+    means = source_means(model, ids, torch.ones_like(ids))
+    for scale, baseline in ((0.5, None), (1.0, means), (0.3, means)):
+        with knocked_out(model, [edge], scale=scale, baseline=baseline):
+            got = model(input_ids=ids).logits
+        b = None if baseline is None else baseline[edge[0]]
+        torch.testing.assert_close(
+            got, manual_logits(model, ids, edge, scale, b), rtol=1e-5, atol=1e-5
+        )
+
+
+@torch.no_grad()
+def test_source_means_average_real_tokens_only() -> None:
+    model = _model()
+    ids = _ids(n=2, seq=6)
+    mask = torch.ones_like(ids)
+    mask[1, 4:] = 0  # the second row's last two positions are padding
+    means = source_means(model, ids, mask)
+    emb = model.model.embed_tokens(ids)
+    want = torch.cat([emb[0], emb[1, :4]]).mean(0)
+    torch.testing.assert_close(means[0], want)
+    assert set(means) == set(range(5))  # emb, attn.0, mlp.0, attn.1, mlp.1
+
+
+@torch.no_grad()
+def test_mean_removal_of_everything_makes_the_output_input_independent() -> None:
+    model = _model()
+    ids = _ids()
+    graph = residual_graph(2)
+    every = [(int(s), int(t)) for s, t in graph.edge_index().tolist()]
+    means = source_means(model, ids, torch.ones_like(ids))
+    with knocked_out(model, every, baseline=means):
+        logits = model(input_ids=ids).logits
+    torch.testing.assert_close(logits[0], logits[1])  # different inputs, same output
+    torch.testing.assert_close(logits[0, 0], logits[0, -1])
+
+
+def test_removal_fraction_and_baseline_name_the_fix() -> None:
+    model = _model()
+    with pytest.raises(ValueError, match="0 < scale <= 1"), knocked_out(model, [(0, 0)], scale=0):
+        pass
+    no_means = knocked_out(model, [(1, 2)], baseline={0: torch.zeros(8)})
+    with pytest.raises(ValueError, match="source_means"), no_means:
+        pass
 
 
 @torch.no_grad()

@@ -168,6 +168,25 @@ def test_case2_provenance_names_the_inputs_commit_and_dirty_inputs(repo: Path) -
     assert "uncommitted changes to: `data/alpha.txt`" in text
 
 
+def test_inputs_this_run_wrote_are_not_uncommitted_changes(repo: Path) -> None:
+    """A page that reads what an earlier page of the same run published (the summary reads the
+    pairs' tables) names the commit, not '+dirty' for those tables; a hand edit still counts."""
+    params = repo / "notebooks" / "params"
+    (params / "beta.yml").write_text(
+        "notebook: tiny\noutput: book/beta.ipynb\nstage: 9\ninputs: [data/results]\n"
+        "parameters:\n  pair: beta\n  x: 1\n  sleep: 0\n"
+    )
+    _commit_all(repo, "a page reading the results")
+    assert pipeline.run(params_dir=params) == 0
+    meta = nbformat.read(repo / "book" / "beta.ipynb", as_version=4).metadata["rl_circuitry"]
+    assert meta["dirty"] == [] and "+dirty" not in _provenance(repo / "book" / "beta.ipynb")
+    _commit_all(repo, "pages and results")
+    (repo / "data" / "results" / "alpha" / "metrics.csv").write_text("metric,value\na,9\n")
+    assert pipeline.run(only=["beta"], params_dir=params, html=False) == 0
+    meta = nbformat.read(repo / "book" / "beta.ipynb", as_version=4).metadata["rl_circuitry"]
+    assert meta["dirty"] == ["data/results/alpha/metrics.csv"]
+
+
 def test_case3_forced_rerun_leaves_the_tree_clean(repo: Path) -> None:
     """Case 3: re-executing a committed page changes no tracked file; files are 0644."""
     params = repo / "notebooks" / "params"

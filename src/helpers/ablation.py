@@ -12,7 +12,7 @@ same removal, so cached keys and values are those of the ablated model.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -77,23 +77,43 @@ def check_edges(edges: Iterable[Edge], n_layers: int) -> list[Edge]:
 
 
 @contextmanager
-def knocked_out(model: torch.nn.Module, edges: Iterable[Edge]) -> Iterator[None]:
-    """Within the block, every forward of `model` runs with `edges` removed (zero-ablated).
+def knocked_out(
+    model: torch.nn.Module,
+    edges: Iterable[Edge],
+    *,
+    scale: float = 1.0,
+    baseline: Mapping[int, torch.Tensor] | None = None,
+) -> Iterator[None]:
+    """Within the block, every forward of `model` runs with `edges` removed.
 
     Forward hooks keep the listed sources' outputs of the current call; pre-hooks on the targets'
-    norms subtract them. An empty set registers nothing, so the model is exactly the plain one.
+    norms subtract ``scale * (O_u - b_u)``: zero ablation with no `baseline`, mean ablation with
+    the sources' mean outputs (`source_means`), and a partial removal for ``scale < 1``. An empty
+    set registers nothing, so the model is exactly the plain one.
     """
+    if not 0.0 < scale <= 1.0:
+        raise ValueError(
+            f"scale is the fraction of each edge removed: give 0 < scale <= 1, not {scale}"
+        )
     n_layers = len(resolve(model, adapter_for(model).layers))
     removed = check_edges(edges, n_layers)
     sources, targets = _source_modules(model), _target_norms(model)
     by_target: dict[int, list[int]] = {}
     for s, t in sorted(set(removed)):
         by_target.setdefault(t, []).append(s)
+    missing = sorted({s for s, _ in removed} - set(baseline or {})) if baseline is not None else []
+    if missing:
+        raise ValueError(
+            f"baseline has no mean output for sources {missing}: build it with source_means"
+        )
     kept: dict[int, torch.Tensor] = {}
 
     def keep(index: int):  # noqa: ANN202 - a hook factory
         def hook(_mod, _inp, out):
-            kept[index] = out[0] if isinstance(out, tuple) else out
+            o = out[0] if isinstance(out, tuple) else out
+            if baseline is not None:
+                o = o - baseline[index].to(o.dtype)
+            kept[index] = o if scale == 1.0 else scale * o
 
         return hook
 
@@ -114,6 +134,35 @@ def knocked_out(model: torch.nn.Module, edges: Iterable[Edge]) -> Iterator[None]
         for handle in handles:
             handle.remove()
         kept.clear()
+
+
+@torch.no_grad()
+def source_means(
+    model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> dict[int, torch.Tensor]:
+    """Each source's output averaged over the batch's real tokens: the mean-ablation baseline."""
+    sources = _source_modules(model)
+    sums: dict[int, torch.Tensor] = {}
+    real = attention_mask.bool()
+
+    def keep(index: int):  # noqa: ANN202 - a hook factory
+        def hook(_mod, _inp, out):
+            o = out[0] if isinstance(out, tuple) else out
+            sums[index] = o[real].double().mean(0)
+
+        return hook
+
+    handles = [m.register_forward_hook(keep(i)) for i, m in enumerate(sources)]
+    try:
+        model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids_from_mask(attention_mask),
+        )
+    finally:
+        for h in handles:
+            h.remove()
+    return {i: v.float() for i, v in sums.items()}
 
 
 @torch.no_grad()

@@ -469,6 +469,21 @@ def load_results(root: Path | None = None, *, check: bool = True) -> pd.DataFram
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def load_table(name: str, root: Path | None = None, *, check: bool = True) -> pd.DataFrame:
+    """Every results folder's table `name` (e.g. "grown.csv") stacked, with a ``pair`` column
+    when the table lacks one (empty frame if no folder has it); `check` as in `load_results`."""
+    root = root if root is not None else layout().results
+    paths = sorted(root.glob(f"*/{name}"))
+    for path in paths if check else ():
+        publish.check_published(path.parent, layout().params)
+    frames = [pd.read_csv(p) for p in paths]
+    frames = [
+        f if "pair" in f.columns else f.assign(pair=p.parent.name)
+        for f, p in zip(frames, paths, strict=True)
+    ]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
 def selection_table(analysis: PairAnalysis) -> pd.DataFrame:
     """Per alpha: filter counts, reference length, T_cut, and each model's mean loss (nats/token).
 

@@ -1,8 +1,9 @@
 """Causal evidence for the attribution: faithfulness against exact ablation, circuit knock-outs
 against random and attribution-mass-matched edge sets, and the edges post-training grew.
 
-Everything is zero ablation on the residual graph (`helpers.ablation.knocked_out`): removing
-edge u -> v deletes u's output from v's pre-norm input. Edges are indexed in `edge_names` order
+Everything ablates the residual graph (`helpers.ablation.knocked_out`): removing edge u -> v
+deletes u's output from v's pre-norm input (a `Removal` may delete only a fraction of it, or
+replace it by its mean). Edges are indexed in `edge_names` order
 (row-major over the graph's mask), and a model's attribution of an edge is its mean |score| over
 questions. Knock-outs are scored twice: the exact change of the loss on each model's own answer
 (one forward with the edges removed), and the greedy accuracy of the ablated model on held-out
@@ -185,16 +186,33 @@ def knockout_sets(
 # --------------------------------------------------------------------------- ablated models
 
 
+@dataclass(frozen=True)
+class Removal:
+    """How a knocked-out edge is removed: the fraction `scale` of its output, towards zero or
+    towards the source's mean output (`baseline`, from `ablation.source_means`)."""
+
+    scale: float = 1.0
+    baseline: dict[int, torch.Tensor] | None = None
+
+    def kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of `ablation.knocked_out`."""
+        return {"scale": self.scale, "baseline": self.baseline}
+
+
 @torch.no_grad()
 def ablated_loss(
-    model: torch.nn.Module, batch: ModelBatch, edges: Sequence[Edge], chunk: int = 64
+    model: torch.nn.Module,
+    batch: ModelBatch,
+    edges: Sequence[Edge],
+    chunk: int = 64,
+    removal: Removal | None = None,
 ) -> np.ndarray:
     """float64 [n] each question's mean NLL on its answer tokens with `edges` removed."""
     out = []
     for start in range(0, batch.input_ids.shape[0], chunk):
         sl = slice(start, start + chunk)
         ids, mask, labels = batch.input_ids[sl], batch.attention_mask[sl], batch.labels[sl]
-        with knocked_out(model, edges):
+        with knocked_out(model, edges, **(removal or Removal()).kwargs()):
             logits = model(
                 input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)
             ).logits
@@ -210,10 +228,11 @@ def ablated_accuracy(
     *,
     max_new_tokens: int = 80,
     batch_size: int = 256,
+    removal: Removal | None = None,
 ) -> np.ndarray:
     """bool [n] greedy correctness on `problems`, generating with `edges` removed at every step."""
     prompts = [prompt_of(p) for p in problems]
-    with knocked_out(model, edges):
+    with knocked_out(model, edges, **(removal or Removal()).kwargs()):
         gens = generate(
             model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size
         )
@@ -246,11 +265,16 @@ def run_knockouts(
     name: str,
     max_new_tokens: int = 80,
     batch_size: int = 256,
+    removal: Removal | None = None,
     progress: bool = True,
 ) -> Knockouts:
     """Loss change on `batch` and greedy accuracy on `problems` with each edge set removed."""
     edges = edge_list(scores)
-    kw = {"max_new_tokens": max_new_tokens, "batch_size": batch_size}
+    kw: dict[str, Any] = {
+        "max_new_tokens": max_new_tokens,
+        "batch_size": batch_size,
+        "removal": removal,
+    }
     clean_loss = ablated_loss(model, batch, [])
     clean_correct = ablated_accuracy(model, tokenizer, problems, [], **kw)
     loss, correct = [], []
@@ -260,7 +284,7 @@ def run_knockouts(
         if key not in done:
             removed = [edges[i] for i in s.edges]
             done[key] = (
-                ablated_loss(model, batch, removed) - clean_loss,
+                ablated_loss(model, batch, removed, removal=removal) - clean_loss,
                 ablated_accuracy(model, tokenizer, problems, removed, **kw),
             )
         loss.append(done[key][0])

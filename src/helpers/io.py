@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,12 +152,13 @@ def provenance() -> Provenance:
     return Provenance(sha, dirty, versions(), now)
 
 
-def inputs_provenance(inputs: list[Path]) -> Provenance:
+def inputs_provenance(inputs: list[Path], produced: Iterable[Path] = ()) -> Provenance:
     """The stamp of what a page is computed from: the last commit that touched any of `inputs`
     (files or folders), and those of them that differ from it (modified, added, untracked).
 
     Taken before a run writes anything, so a run from a clean tree names a commit holding
-    exactly its inputs.
+    exactly its inputs. Files under `produced` (what earlier jobs of the same run wrote, from
+    the same checkout) are that run's own outputs, not uncommitted inputs, and are not listed.
     """
     root = layout().root
     rel = sorted({str(p.relative_to(root)) for p in inputs if p.is_relative_to(root)})
@@ -168,5 +169,10 @@ def inputs_provenance(inputs: list[Path]) -> Provenance:
         untracked = _git("ls-files", "--others", "--exclude-standard", "--", *rel)
     except (OSError, subprocess.CalledProcessError):
         return Provenance(None, False, versions(), now)
-    files = sorted({f for f in (changed + "\n" + untracked).splitlines() if f.strip()})
+    own = [str(p.relative_to(root)) for p in produced if p.is_relative_to(root)]
+    files = sorted(
+        f
+        for f in {f for f in (changed + "\n" + untracked).splitlines() if f.strip()}
+        if not any(f == o or f.startswith(o.rstrip("/") + "/") for o in own)
+    )
     return Provenance(commit, bool(files), versions(), now, files)

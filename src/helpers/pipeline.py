@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -253,14 +253,17 @@ def _publish(job: Job, nb: nbformat.NotebookNode, staged: Path, record: dict[str
     return "written"
 
 
-def execute(job: Job, key: str, *, progress: bool = True) -> tuple[float, str]:
+def execute(
+    job: Job, key: str, *, progress: bool = True, produced: Iterable[Path] = ()
+) -> tuple[float, str]:
     """Run one job with papermill in a staging folder; publish page and tables only on success.
 
-    Provenance is taken before anything is written. Returns (seconds, "written" | "same").
+    Provenance is taken before anything is written; `produced` (what this run's earlier jobs
+    published) does not count as uncommitted input. Returns (seconds, "written" | "same").
     """
     import papermill as pm
 
-    mark = io.inputs_provenance(job.input_paths())
+    mark = io.inputs_provenance(job.input_paths(), produced)
     work = publish.tmp_root() / f"{job.name}.{os.getpid()}"
     staged = work / "results"
     staged.mkdir(parents=True, exist_ok=True)
@@ -337,6 +340,7 @@ def run(
     has_gpu = gpu_available()
     failures: list[str] = []
     written = False
+    produced: list[Path] = []  # what this run published: later jobs' inputs, not uncommitted
     for job in jobs:
         key = job.key()
         rel = job.output.relative_to(layout().root)
@@ -359,7 +363,7 @@ def run(
             continue
         print(f"[run] {job.name}: {job.template.name} -> {rel}", flush=True)
         try:
-            seconds, outcome = execute(job, key)
+            seconds, outcome = execute(job, key, produced=produced)
         except Exception as err:  # noqa: BLE001 - report and go on with the others
             failures.append(job.name)
             print(
@@ -370,6 +374,7 @@ def run(
                 file=sys.stderr,
             )
             continue
+        produced += [job.output, *([publish.results_root() / job.pair] if job.pair else [])]
         written = written or outcome == "written"
         same = "; page unchanged, kept as it was" if outcome == "same" else ""
         print(f"[done] {job.name}: {seconds:.0f} s{same}")

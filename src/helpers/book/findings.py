@@ -26,6 +26,7 @@ from typing import Any
 
 import pandas as pd
 
+from helpers import verdict
 from helpers.paths import layout
 
 MINUS = "\u2212"
@@ -80,12 +81,15 @@ def derive(metrics: pd.DataFrame) -> pd.DataFrame:
     """Columns the prose counts with: a change for / against the study's claim, the loss change.
 
     ``supports``: a significant change in the claimed direction; ``contradicts``: a significant
-    change the other way. Significant is the tables' own rule (``significant``, Holm-adjusted,
-    where the tables carry it; else the interval excluding zero). ``loss_change``: relative change
+    change the other way. Significant is the verdict's rule (`verdict.significance_of`: Holm over
+    each control's distinct settings), so prose counts and the verdict agree; tables without the
+    verdict's columns fall back to their interval excluding zero. ``loss_change``: relative change
     of the mean self-loss (EAP scores scale with its gradient, so it is read beside every metric);
     ``follows_loss``: the metric changed in the loss's direction.
     """
     out = metrics.copy()
+    if set(verdict.REQUIRED) <= set(out.columns):
+        out["significant"] = verdict.significance_of(out)
     rule = "significant" if "significant" in out.columns else "ci_excludes_zero"
     if {"matches_claim", rule} <= set(out.columns):
         sure = out[rule].astype(bool)
