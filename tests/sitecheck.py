@@ -408,18 +408,17 @@ class Browser:
             self._wait_until_loaded(session, url)
             self._evaluate(f"document.documentElement.dataset.theme = {json.dumps(theme)}", session)
             self._evaluate(PAGE_REPORT_JS, session)  # images and MathJax settled
-            height = self._evaluate("document.documentElement.scrollHeight", session)
-            clip = {
-                "x": 0,
-                "y": 0,
-                "width": width,
-                "height": min(int(height), max_height),
-                "scale": 1,
-            }
+            height = min(
+                int(self._evaluate("document.documentElement.scrollHeight", session)), max_height
+            )
+            # A viewport as tall as the shot: capturing beyond the viewport instead shifts pages
+            # whose tables scroll sideways (Chromium re-lays them out at another width).
+            tall = {**metrics, "height": height}
+            self._send("Emulation.setDeviceMetricsOverride", tall, session=session)
+            self._evaluate("window.scrollTo(0, 0)", session)
+            clip = {"x": 0, "y": 0, "width": width, "height": height, "scale": 1}
             shot = self._send(
-                "Page.captureScreenshot",
-                {"format": "png", "captureBeyondViewport": True, "clip": clip},
-                session=session,
+                "Page.captureScreenshot", {"format": "png", "clip": clip}, session=session
             )
         finally:
             self._send("Target.closeTarget", {"targetId": target})

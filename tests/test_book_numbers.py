@@ -209,10 +209,16 @@ def test_a_table_change_changes_the_prose() -> None:
     )
     text_before = prose.render_plain(prose.answer(before), before)
     text_after = prose.render_plain(prose.answer(after), after)
-    assert f"online RL (PPO, GRPO) lowers it ({MINUS}40% to {MINUS}10%; 0 of 4" in text_before
-    assert "4 of 4 against), against the study's claim" in text_before
-    assert f"does not consistently change it ({MINUS}40% to +35%; 1 of 4" in text_after
-    assert "3 of 4 against), which leaves the study's claim undetermined" in text_after
+    assert (
+        f"online RL (PPO, GRPO) lowers activation intensity ({MINUS}40% to {MINUS}10%; 0 of 4"
+        in text_before
+    )
+    assert "4 of 4 against: against the study)" in text_before
+    assert (
+        f"does not consistently change activation intensity ({MINUS}40% to +35%; 1 of 4"
+        in text_after
+    )
+    assert "3 of 4 against: undetermined)" in text_after
 
 
 def test_the_answer_reads_the_verdict_control_when_the_tables_have_it() -> None:
@@ -232,12 +238,13 @@ def test_the_answer_reads_the_verdict_control_when_the_tables_have_it() -> None:
         metrics=F.derive(both.drop(columns=["supports", "contradicts"])), facts=raw.facts
     )
     text = prose.render_plain(prose.answer(f), f)
-    assert f"under the study's raw definition online RL (PPO, GRPO) lowers it ({MINUS}50%;" in text
+    assert f"raw definition, online RL (PPO, GRPO) lowers activation intensity ({MINUS}50%;" in text
     assert (
-        "(confidence removed), online RL raises it (+30%; 4 of 4 settings significant for the claim, 0 of 4 against), as the study reports"
-        in text
+        "which removes the models' confidence, online RL raises activation intensity (+30%; 4 of 4 "
+        "settings significant for the claim, 0 of 4 against: as the study reports)" in text
     )
-    assert "DPO raises it (+30%)" in text  # the contrast on the control the verdict rests on
+    assert "DPO raises intensity (+30%)" in text  # the contrast on the verdict's control
+    assert "so the study's contrast with DPO is not reproduced for activation intensity" in text
 
 
 @pytest.mark.parametrize("page", PROSE_PAGES)

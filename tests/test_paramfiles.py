@@ -179,3 +179,35 @@ def test_template_defaults_read_the_parameters_cell() -> None:
     defaults = paramfiles.template_defaults(REPO / "notebooks" / "pair_analysis.ipynb")
     assert defaults["n_questions"] == 100 and defaults["seed"] == 42 and defaults["beta"] == 0.5
     assert defaults["base_revision"] is None and defaults["alphas"] == [0.1, 0.3, 0.5]
+
+
+CAUSAL = (REPO / "notebooks" / "params" / "causal_ppo.yml").read_text()
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (
+            'tuned_seeds: ["organism:ppo-s1", "organism:ppo-s2"]',
+            'tuned_seeds: ["organism:ppo-s1", "organism:ppo-s9"]',
+            "parameters.tuned_seeds[1] = 'organism:ppo-s9': no model at",
+        ),
+        (
+            'base_ref: "organism:sft"',
+            'base_ref: "organism:sfx"',
+            "parameters.base_ref = 'organism:sfx': no model at",
+        ),
+        ("removal_scale: 0.5", "removal_scale: 1.5", "removal_scale = 1.5 is outside (0, 1]"),
+        (
+            'ablation_baseline: "mean"',
+            'ablation_baseline: "median"',
+            "ablation_baseline = 'median'; choose one of ['zero', 'mean']",
+        ),
+    ],
+)
+def test_causal_files_check_models_removal_and_baseline(
+    params: Path, capsys, old, new, expected
+) -> None:
+    assert old in CAUSAL
+    message = _refused(params, "causal_ppo", CAUSAL.replace(old, new), capsys)
+    assert expected in message

@@ -291,3 +291,21 @@ def test_interrupted_run_keeps_results_and_the_next_run_completes(repo: Path, si
     assert pipeline.run(params_dir=params) == 0
     assert pd.read_csv(published)["value"].sum() == pytest.approx(5, rel=1e-5)
     assert list(publish.tmp_root().iterdir()) == []
+
+
+def test_a_second_runner_refuses_while_one_runs(repo: Path) -> None:
+    """Two runners would share staging and start kernels side by side: the second one refuses,
+    naming the first's pid, and runs once the first has let go."""
+    import fcntl
+
+    lock = publish.tmp_root().parent / "runner.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    params = repo / "notebooks" / "params"
+    with open(lock, "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("4242")
+        held.flush()
+        with pytest.raises(pipeline.PipelineError, match=r"another runner \(pid 4242\)"):
+            pipeline.run(params_dir=params)
+        assert not (repo / "book" / "alpha.ipynb").exists()
+    assert pipeline.run(params_dir=params) == 0

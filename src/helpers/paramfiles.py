@@ -61,13 +61,21 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "seed": (0, math.inf, True),
     "scales": (0, 1, False),
     "top_k": (1, math.inf, True),
+    "knockout_alpha": (0, 1, False),
+    "removal_scale": (0, 1, False),
+    "ig_steps": (1, math.inf, True),
+    "n_problems": (1, math.inf, True),
+    "k_points": (1, math.inf, True),
+    "n_random": (1, math.inf, True),
+    "n_grown": (1, math.inf, True),
 }
 CHOICES: dict[str, tuple[str, ...]] = {
     "dtype": ("float32", "bfloat16", "float16"),
     "positions": ("all", "labelled"),
     "reference": ("code", "paper"),
+    "ablation_baseline": ("zero", "mean"),
 }
-MODEL_KEYS = ("base", "tuned", "model_ref")
+MODEL_KEYS = ("base", "tuned", "model_ref", "base_ref", "tuned_ref", "tuned_seeds")
 ORGANISM_PREFIX = "organism:"
 KIND = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
         list: "a list", dict: "a mapping"}  # fmt: skip
@@ -271,7 +279,8 @@ def check_parameters(path: Path, params: dict[str, Any], template: Path, repo: P
             _check_range(path, key, value)
             _check_choice(path, key, value)
         if key in MODEL_KEYS:
-            _check_model_path(path, key, value, repo)
+            for i, ref in enumerate(value) if isinstance(value, list) else [(None, value)]:
+                _check_model_path(path, key if i is None else f"{key}[{i}]", ref, repo)
     if "pair" in defaults:
         _check_pair(path, params.get("pair"))
     if pair_page:

@@ -315,6 +315,37 @@ def _start_clean() -> None:
         print(f"[clean] removed {path.relative_to(layout().root)}, left by an interrupted run")
 
 
+@contextlib.contextmanager
+def _one_runner() -> Iterator[None]:
+    """Hold the runner's lock for the block; a second runner refuses, naming the first's pid.
+
+    Two runners at once would share staging folders and start kernels side by side; the lock
+    (an flock, so a killed runner releases it) keeps every run alone.
+    """
+    import fcntl
+
+    path = publish.tmp_root().parent / "runner.lock"  # beside the staging folders, not in them
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise PipelineError(
+                f"another runner (pid {holder}) is executing pages in this checkout; wait for it "
+                "to finish or stop it, then run again"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def run(
     only: list[str] | None = None,
     force: bool = False,
@@ -325,7 +356,21 @@ def run(
     """Execute stale jobs; returns the number of failures (0 on success).
 
     `html` (default: when `only` names pages) rebuilds the book's HTML after a page was written.
+    Only one runner executes at a time in a checkout (`_one_runner`).
     """
+    if dry_run:
+        return _run(only, force, dry_run, params_dir, html)
+    with _one_runner():
+        return _run(only, force, dry_run, params_dir, html)
+
+
+def _run(
+    only: list[str] | None,
+    force: bool,
+    dry_run: bool,
+    params_dir: Path | None,
+    html: bool | None,
+) -> int:
     jobs = discover(params_dir)
     if not dry_run:
         _start_clean()

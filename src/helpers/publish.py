@@ -58,7 +58,10 @@ class Target:
         """The sentence a notebook prints first, so a reader knows where its tables went."""
         rel = _rel(self.folder)
         if self.published:
-            return f"Runner execution: tables go to {rel}, published to data/results when it completes."
+            return (
+                f"This page's tables: data/results/{self.folder.name}/ (the runner publishes them "
+                "when the page completes)."
+            )
         return (
             f"Scratch run: this notebook's tables go to {rel}/ (git-ignored); only "
             "`.venv/bin/python -m helpers.pipeline` publishes into data/results/."

@@ -43,30 +43,25 @@ def _has_rows(findings: Findings, query: str) -> bool:
     return True
 
 
-def _control_query(findings: Findings, metric: str, algorithms: Sequence[str], control: str) -> str:
-    query = " ".join([metric, *algorithms])
-    return query + f" control={control}" if "control" in findings.metrics.columns else query
-
-
 def _metric_bullet(findings: Findings, metric: str, label: str) -> str:
     """One metric: online RL raw and under the verdict's control, then each contrast algorithm."""
-    online = prose._present(findings, prose.ONLINE_RL)
+    online = prose.present(findings, prose.ONLINE_RL)
     claimed = select(findings, parse(" ".join([metric, *online])))["claimed"].iloc[0]
     text = (
         f"- **{label}** (the study: {'up' if claimed == 'up' else 'down'} after online RL): "
-        f"online RL {prose._evidence(findings, metric, online, prose.DEFAULT_CONTROL)}"
+        f"online RL {prose.evidence(findings, metric, online, prose.DEFAULT_CONTROL)}"
     )
     control = prose.VERDICT_CONTROL
-    if prose._has_control(findings, control):
-        if _has_rows(findings, _control_query(findings, metric, online, control)):
-            text += f"; divided by |dL/dr|, {prose._evidence(findings, metric, online, control)}"
+    if prose.has_control(findings, control):
+        if _has_rows(findings, prose.query_for(findings, metric, online, control)):
+            text += f"; divided by |dL/dr|, {prose.evidence(findings, metric, online, control)}"
         else:
             text += "; it does not depend on a question's scale, so |dL/dr| leaves it unchanged"
     moves = []
     for algorithm, name in CONTRASTS:
         query = " ".join([metric, algorithm])
         if algorithm in findings.algorithms and _has_rows(findings, query):
-            moves.append(f"{name} {prose._moves(select(findings, parse(query)))} it ({num(query)})")
+            moves.append(f"{name} {prose.moves(select(findings, parse(query)))} it ({num(query)})")
     if moves:
         text += "; under the raw definition " + ", ".join(moves)
     return text + "."
@@ -74,7 +69,7 @@ def _metric_bullet(findings: Findings, metric: str, label: str) -> str:
 
 def metric_changes(findings: Findings) -> str:
     """A bullet per metric of the study: how each algorithm moved it, and the verdict's control."""
-    if not prose._present(findings, prose.ONLINE_RL):
+    if not prose.present(findings, prose.ONLINE_RL):
         raise FindingError(f"no online-RL pair ({prose.ONLINE_RL}) in the tables")
     known = set(findings.metrics["metric"])
     return "\n".join(_metric_bullet(findings, m, label) for m, label in METRICS if m in known)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from helpers import verdict
 from helpers.book.findings import DEFAULT_CONTROL, FindingError, Findings, parse, resolve, select
 from helpers.paths import layout
 
@@ -44,7 +45,7 @@ def render_plain(text: str, findings: Findings) -> str:
     return ROLE.sub(lambda m: resolve(findings, m.group(1)), text)
 
 
-def _present(findings: Findings, algorithms: Sequence[str]) -> list[str]:
+def present(findings: Findings, algorithms: Sequence[str]) -> list[str]:
     return [a for a in algorithms if a in findings.algorithms]
 
 
@@ -52,7 +53,7 @@ def _rows(findings: Findings, metric: str, algorithms: Sequence[str]) -> pd.Data
     return select(findings, parse(" ".join([metric, *algorithms])))
 
 
-def _moves(rows: pd.DataFrame, column: str = "rel_change") -> str:
+def moves(rows: pd.DataFrame, column: str = "rel_change") -> str:
     """'raises' / 'lowers' when every row agrees in sign, else 'does not consistently change'."""
     if (rows[column] > 0).all():
         return "raises"
@@ -71,49 +72,47 @@ def _verdict(rows: pd.DataFrame) -> str:
     return "which leaves the study's claim undetermined"
 
 
-def _evidence(findings: Findings, metric: str, algorithms: Sequence[str], control: str) -> str:
+def evidence(findings: Findings, metric: str, algorithms: Sequence[str], control: str) -> str:
     """'lowers it (range; n of m for the claim, k against), verdict' for one control's rows."""
-    query = " ".join([metric, *algorithms, f"control={control}"])
-    if control == DEFAULT_CONTROL and "control" not in findings.metrics.columns:
-        query = " ".join([metric, *algorithms])
+    query = query_for(findings, metric, algorithms, control)
     rows = select(findings, parse(query))
     return (
-        f"{_moves(rows)} it ({num(query)}; {num(query + ' col=supports agg=frac')} settings "
+        f"{moves(rows)} it ({num(query)}; {num(query + ' col=supports agg=frac')} settings "
         f"significant for the claim, {num(query + ' col=contradicts agg=frac')} against), "
         f"{_verdict(rows)}"
     )
 
 
-def _has_control(findings: Findings, control: str) -> bool:
+def has_control(findings: Findings, control: str) -> bool:
     table = findings.metrics
     return "control" in table.columns and control in set(table["control"])
 
 
 def _metric_sentence(findings: Findings, metric: str, label: str, contrast: Sequence[str]) -> str:
-    online = _present(findings, ONLINE_RL)
+    online = present(findings, ONLINE_RL)
     text = (
         f"On {label}, under the study's raw definition online RL ({', '.join(online)}) "
-        f"{_evidence(findings, metric, online, DEFAULT_CONTROL)}"
+        f"{evidence(findings, metric, online, DEFAULT_CONTROL)}"
     )
-    if _has_control(findings, VERDICT_CONTROL):
+    if has_control(findings, VERDICT_CONTROL):
         text += (
             f"; with each sample's scores divided by |dL/d residual| (confidence removed), online "
             "RL "
-            f"{_evidence(findings, metric, online, VERDICT_CONTROL)}"
+            f"{evidence(findings, metric, online, VERDICT_CONTROL)}"
         )
-    others = _present(findings, contrast)
+    others = present(findings, contrast)
     if others:
-        control = VERDICT_CONTROL if _has_control(findings, VERDICT_CONTROL) else DEFAULT_CONTROL
+        control = VERDICT_CONTROL if has_control(findings, VERDICT_CONTROL) else DEFAULT_CONTROL
         query = " ".join([metric, *others])
         if "control" in findings.metrics.columns:
             query += f" control={control}"
-        moved = _moves(select(findings, parse(query)))
+        moved = moves(select(findings, parse(query)))
         text += f"; {', '.join(others)} {moved} it ({num(query)})"
     return text + "."
 
 
 def _confidence_sentence(findings: Findings) -> str:
-    online = " ".join(_present(findings, ONLINE_RL))
+    online = " ".join(present(findings, ONLINE_RL))
     rows = _rows(findings, "intensity", online.split())
     direction = "more" if (rows["loss_change"] < 0).all() else "not uniformly more"
     return (
@@ -125,16 +124,123 @@ def _confidence_sentence(findings: Findings) -> str:
 
 
 def answer(findings: Findings) -> str:
-    """The landing page's answer so far, in three sentences."""
-    if not _present(findings, ONLINE_RL):
+    """The landing page's answer so far, in three sentences: the raw definition, the verdict's
+    control with DPO beside online RL, and confidence. Verdict words come from `helpers.verdict`."""
+    if not present(findings, ONLINE_RL):
         raise FindingError(f"no online-RL pair ({ONLINE_RL}) in the tables: nothing to answer yet")
-    return " ".join(
-        [
-            _metric_sentence(findings, "intensity", "activation intensity", OFFLINE),
-            _metric_sentence(findings, "diversity", "inter-sample diversity", OFFLINE),
-            _confidence_sentence(findings),
-        ]
+    words = _verdict_words(findings)
+    pairs = [("intensity", "activation intensity"), ("diversity", "inter-sample diversity")]
+    online = ", ".join(present(findings, ONLINE_RL))
+    raw = " and ".join(
+        _claim_clause(findings, words, m, label, DEFAULT_CONTROL) for m, label in pairs
     )
+    sentences = [f"Under the study's raw definition, online RL ({online}) {raw}."]
+    control = VERDICT_CONTROL if has_control(findings, VERDICT_CONTROL) else DEFAULT_CONTROL
+    text = ""
+    if control == VERDICT_CONTROL:
+        held = " and ".join(_claim_clause(findings, words, m, label, control) for m, label in pairs)
+        text = (
+            "With each sample's scores divided by |dL/d residual|, which removes the models' "
+            f"confidence, online RL {held}; "
+        )
+    offline = present(findings, OFFLINE)
+    if offline:
+        dpo = " and ".join(
+            _offline_clause(findings, m, label, offline, control) for m, label in pairs
+        )
+        contrast = " and ".join(
+            f"{CONTRAST_WORDS[_contrast_word(findings, words, m, control, offline)]} for {label}"
+            for m, label in pairs
+        )
+        text += f"{', '.join(offline)} {dpo}, so the study's contrast with DPO is {contrast}"
+    else:
+        text += "no DPO pair has been run, so the study's contrast with DPO is untested"
+    sentences.append(text[0].upper() + text[1:] + ".")
+    sentences.append(_confidence_sentence(findings))
+    return " ".join(sentences)
+
+
+CLAIM_WORDS = {
+    "replicated": "as the study reports",
+    "contradicted": "against the study",
+    "undetermined": "undetermined",
+}
+CONTRAST_WORDS = {
+    "replicated": "reproduced",
+    "contradicted": "not reproduced",
+    "undetermined": "undetermined",
+}
+
+
+def _verdict_words(findings: Findings) -> dict[tuple[str, str, str], str]:
+    """(metric, control, "online RL" | "DPO" | "contrast") -> the verdict module's word."""
+    table = findings.metrics
+    if not set(verdict.REQUIRED) <= set(table.columns):
+        return {}
+    claims = verdict.claim_verdicts(verdict.evidence(table))
+    out = {(r.claim, r.control, r.group): r.verdict for r in claims.itertuples()}
+    for r in verdict.contrast_verdicts(claims).itertuples():
+        out[(r.claim, r.control, "contrast")] = r.verdict
+    return out
+
+
+def query_for(findings: Findings, metric: str, algorithms: Sequence[str], control: str) -> str:
+    """The findings query for a metric's rows of `algorithms` under `control` (tables without a
+    control column hold the raw definition only)."""
+    query = " ".join([metric, *algorithms])
+    if "control" in findings.metrics.columns:
+        query += f" control={control}"
+    return query
+
+
+def _claim_clause(
+    findings: Findings,
+    words: dict[tuple[str, str, str], str],
+    metric: str,
+    label: str,
+    control: str,
+) -> str:
+    """'raises activation intensity (range; n of m settings for the claim, k against: word)'."""
+    query = query_for(findings, metric, present(findings, ONLINE_RL), control)
+    rows = select(findings, parse(query))
+    word = words.get((metric, control, "online RL")) or _verdict_word(rows)
+    return (
+        f"{moves(rows)} {label} ({num(query)}; {num(query + ' col=supports agg=frac')} settings "
+        f"significant for the claim, {num(query + ' col=contradicts agg=frac')} against: "
+        f"{CLAIM_WORDS[word]})"
+    )
+
+
+def _offline_clause(
+    findings: Findings, metric: str, label: str, offline: Sequence[str], control: str
+) -> str:
+    """'raises intensity (range)' for the offline algorithms under `control`."""
+    query = query_for(findings, metric, offline, control)
+    return f"{moves(select(findings, parse(query)))} {label.split()[-1]} ({num(query)})"
+
+
+def _contrast_word(
+    findings: Findings,
+    words: dict[tuple[str, str, str], str],
+    metric: str,
+    control: str,
+    offline: Sequence[str],
+) -> str:
+    """The verdict's online RL against DPO word; by its rule on the rows where tables lack it."""
+    if (metric, control, "contrast") in words:
+        return words[(metric, control, "contrast")]
+    online_rows = select(findings, parse(query_for(findings, metric, ONLINE_RL, control)))
+    offline_rows = select(findings, parse(query_for(findings, metric, offline, control)))
+    online, dpo = _verdict_word(online_rows), _verdict_word(offline_rows)
+    if dpo == "replicated" or online == "contradicted":
+        return "contradicted"
+    return "replicated" if online == "replicated" else "undetermined"
+
+
+def _verdict_word(rows: pd.DataFrame) -> str:
+    """The verdict rule on rows of one control, for tables without the verdict's columns."""
+    n, pro, con = len(rows), int(rows["supports"].sum()), int(rows["contradicts"].sum())
+    return verdict.rule(n, pro, con)
 
 
 def readme_findings(findings: Findings) -> str:

@@ -138,7 +138,9 @@ def posttrain_data(cfg: BuildConfig) -> tuple[list[Problem], list[str], list[int
 
 def save_weights(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: Path) -> None:
     """Save a float16 copy of ``model`` plus ``tokenizer`` to ``path`` atomically."""
-    save_model_dir(copy.deepcopy(model).to(SAVE_DTYPE), tokenizer, path)
+    half = copy.deepcopy(model)
+    torch.nn.Module.to(half, SAVE_DTYPE)  # in place (transformers' annotation of .to is narrower)
+    save_model_dir(half, tokenizer, path)
 
 
 def is_trained(path: Path) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict, dataclass
+from typing import Any, cast
 
 import torch
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
@@ -73,8 +74,8 @@ def generate(
     model.train(was_training)
     # length = index of first eos, or the whole budget when none was produced
     lengths = [row.index(eos) if eos in row else len(row) for row in rows]
-    texts = [
-        tokenizer.decode(row[:n], skip_special_tokens=True)
+    texts: list[str] = [
+        cast(str, tokenizer.decode(row[:n], skip_special_tokens=True))
         for row, n in zip(rows, lengths, strict=True)
     ]
     k = num_samples
@@ -156,7 +157,7 @@ def evaluate(
         raise ValueError("no problems to evaluate; pass a non-empty list or n > 0")
     prompts = [prompt_of(p) for p in problems]
     golds = [p.answer for p in problems]
-    kwargs = dict(
+    kwargs: dict[str, Any] = dict(
         max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, progress=progress
     )
     greedy = generate(model, tokenizer, prompts, temperature=0.0, **kwargs)
@@ -184,13 +185,13 @@ def evaluate(
         samples = generate(
             model, tokenizer, prompts, num_samples=k, temperature=temperature, **kwargs
         )
-        hits = [
+        sample_hits = [
             [extract_answer(c) == g for c in cs]
             for cs, g in zip(samples.completions, golds, strict=True)
         ]
         flat = [c for cs in samples.completions for c in cs]
-        result.pass_at_k = sum(any(h) for h in hits) / m
-        result.sample_pass1 = sum(sum(h) for h in hits) / (m * k)
+        result.pass_at_k = sum(any(h) for h in sample_hits) / m
+        result.sample_pass1 = sum(sum(h) for h in sample_hits) / (m * k)
         result.greedy_pass1_sampled_subset = sum(correct[:m]) / m
         result.maj_at_k = (
             sum(majority_answer(cs) == g for cs, g in zip(samples.completions, golds, strict=True))

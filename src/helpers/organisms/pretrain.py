@@ -11,6 +11,7 @@ import math
 import random
 import time
 from dataclasses import asdict, dataclass, field
+from typing import cast
 
 import torch
 from tqdm.auto import tqdm
@@ -53,12 +54,13 @@ class PretrainConfig:
             raise ValueError(f"format_shares must be non-negative and sum to 1, got {shares}")
         if self.hidden_size % self.n_heads or self.n_heads % self.n_kv_heads:
             raise ValueError("hidden_size must divide by n_heads, and n_heads by n_kv_heads")
-        self.n_ops = tuple(self.n_ops)
+        self.n_ops = cast(tuple[int, int], tuple(self.n_ops))  # JSON gives a list
 
 
 def build_model(cfg: PretrainConfig, tokenizer: PreTrainedTokenizerBase) -> LlamaForCausalLM:
     """A freshly initialised (seeded) LlamaForCausalLM of the configured size."""
-    config = LlamaConfig(
+    # transformers' annotations omit rope_theta, which LlamaConfig accepts
+    config = LlamaConfig(  # type: ignore[call-arg]
         vocab_size=len(tokenizer),
         hidden_size=cfg.hidden_size,
         intermediate_size=cfg.intermediate_size,

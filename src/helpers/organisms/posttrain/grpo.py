@@ -175,7 +175,7 @@ def _grpo_trl(
 
     def correctness(
         prompts: list[str], completions: list[str], gold: list[int], **_: Any
-    ) -> list[float]:
+    ) -> list[float | None]:  # TRL's reward type (None: no reward); we always give one
         return [float(r) for r in reward_fn(list(completions), [int(g) for g in gold])]
 
     history = HistoryCallback(

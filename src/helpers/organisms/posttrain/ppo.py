@@ -84,6 +84,13 @@ def logprobs_and_values(
     return logp, head(hidden).squeeze(-1).float()
 
 
+def _behaviour_logp(batch: ScoredRollout) -> torch.Tensor:
+    """The rollout's behaviour log-probs, which `_advantages` fills in for every rollout."""
+    if batch.old_logp is None:
+        raise RuntimeError("the rollout has no behaviour log-probs after scoring")
+    return batch.old_logp
+
+
 def token_rewards(
     batch: ScoredRollout, kl_coef: float, estimator: str = "k1"
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,6 +98,8 @@ def token_rewards(
 
     Returns (rewards, per-token KL estimate), both 0 outside the completion mask.
     """
+    if batch.old_logp is None:
+        raise ValueError("the rollout has no behaviour log-probs: score it with the policy first")
     kl = kl_estimate(batch.old_logp, batch.ref_logp, estimator) * batch.mask
     rewards = -kl_coef * kl
     rows = torch.arange(rewards.shape[0], device=rewards.device)
@@ -226,7 +235,7 @@ def ppo(
         stats: dict[str, list[float]] = {k: [] for k in STAT_KEYS}
         for _ in range(cfg.ppo_epochs):
             for mb in minibatches(len(ro), cfg.minibatch_size, gen):
-                per_token = (batch.mask, batch.old_logp, advantages, returns, old_values)
+                per_token = (batch.mask, _behaviour_logp(batch), advantages, returns, old_values)
                 tensors = trim(
                     ro.attention_mask[mb],
                     ro.input_ids[mb],

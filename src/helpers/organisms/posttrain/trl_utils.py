@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from transformers import (
@@ -155,12 +155,15 @@ def checkpoint_hook(
     def hook(model: torch.nn.Module, step: int) -> None:
         global_step = step + step_offset
         if checkpoint_dir is not None and global_step in steps:
-            use_cache = model.config.use_cache
-            model.config.use_cache = True  # TRL turns it off while training; saved models keep it
+            pretrained = cast(PreTrainedModel, model)  # TRL trains a transformers model
+            use_cache = pretrained.config.use_cache
+            pretrained.config.use_cache = True  # TRL turns it off while training; saved keep it
             try:
-                path = save_model_dir(model, tokenizer, step_dir(Path(checkpoint_dir), global_step))
+                path = save_model_dir(
+                    pretrained, tokenizer, step_dir(Path(checkpoint_dir), global_step)
+                )
             finally:
-                model.config.use_cache = use_cache
+                pretrained.config.use_cache = use_cache
             saved.append(str(path))
 
     return hook
