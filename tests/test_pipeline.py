@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import nbformat
@@ -113,3 +114,33 @@ def test_params_prints_the_notebook_parameters(project: Path, capsys) -> None:
     assert pipeline.main(["--params", "beta"]) == 0
     assert capsys.readouterr().out == "x: 5\nfail: false\n"
     assert pipeline.main(["--params", "nope"]) == 2
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_book_build_modules_are_out_of_every_pages_key() -> None:
+    """Editing the book's prose generators re-executes no page; editing an engine module does."""
+    files = {f.relative_to(pipeline._library()).as_posix() for f in pipeline.library_files()}
+    assert "eap.py" in files and "book/display.py" in files and "book/celltags.py" in files
+    assert not files & set(pipeline.BOOK_BUILD_ONLY)
+    assert len(pipeline.BOOK_BUILD_ONLY) == 7
+    for name in pipeline.BOOK_BUILD_ONLY:
+        assert (pipeline._library() / name).is_file(), name
+
+
+def test_no_page_or_page_module_imports_a_book_build_module() -> None:
+    """What `BOOK_BUILD_ONLY` leaves out of the key must be unreachable from a page's run."""
+    modules = {f"helpers.book.{Path(n).stem}" for n in pipeline.BOOK_BUILD_ONLY}
+    stems = {m.rsplit(".", 1)[1] for m in modules}
+    offenders = []
+    sources = [*pipeline.library_files(), *(REPO / "notebooks").glob("*.ipynb")]
+    for path in sources:
+        text = path.read_text(encoding="utf-8")
+        named = {
+            n.strip() for group in re.findall(r"from helpers\.book import ([\w, ]+)", text)
+            for n in group.split(",")
+        }  # fmt: skip
+        dotted = set(re.findall(r"helpers\.book\.(\w+)", text))
+        offenders += [f"{path.name}: {stem}" for stem in sorted(stems & (named | dotted))]
+    assert offenders == []

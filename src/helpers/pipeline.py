@@ -54,7 +54,7 @@ class Job:
     def input_paths(self) -> list[Path]:
         """What the page is computed from: template, parameter file, listed inputs, the library."""
         own = [self.template, *([self.source] if self.source else []), *self.inputs]
-        return [*own, _library()]
+        return [*own, *library_files()]
 
     def key(self) -> str:
         """Hash of everything that changes the page: template, parameters, inputs and code."""
@@ -64,13 +64,35 @@ class Job:
         for path in sorted(self.inputs):
             h.update(str(path.relative_to(layout().root)).encode())
             h.update(_path_digest(path).encode())
-        h.update(_path_digest(_library(), "*.py").encode())
+        lib = _library()
+        for f in library_files():
+            h.update(str(f.relative_to(lib)).encode())
+            h.update(_file_digest(f).encode())
         return h.hexdigest()[:16]
+
+
+# Modules only the book's HTML build runs (its prose generators, Sphinx extension, PDF): no
+# page executes them, so editing them re-executes nothing (tests/test_pipeline.py checks that
+# no template or other module imports them).
+BOOK_BUILD_ONLY: tuple[str, ...] = tuple(
+    f"book/{name}.py"
+    for name in ("discussion", "findings", "glance", "pdf", "prose", "sphinxext", "typed")
+)
 
 
 def _library() -> Path:
     """The code every page runs (src/helpers): part of each page's inputs."""
     return Path(__file__).resolve().parent
+
+
+def library_files() -> list[Path]:
+    """The library's modules a page can run: every src/helpers/**/*.py but `BOOK_BUILD_ONLY`."""
+    lib = _library()
+    return sorted(
+        f
+        for f in lib.rglob("*.py")
+        if f.is_file() and f.relative_to(lib).as_posix() not in BOOK_BUILD_ONLY
+    )
 
 
 def _file_digest(path: Path) -> str:
