@@ -358,3 +358,53 @@ def test_derive_counts_significance_by_the_verdicts_rule() -> None:
     assert out["significant"].tolist() == verdict.significance_of(pd.DataFrame(rows)).tolist()
     rows[0]["p_boot"] = 0.0001  # Holm: 0.0001 * 10 < 0.05, the one significant setting
     assert F.derive(pd.DataFrame(rows))["supports"].tolist() == [True] + [False] * 9
+
+
+def _causal_folder(
+    root: Path, pair: str, algorithm: str, excess: tuple[float, float, float]
+) -> None:
+    folder = root / pair
+    folder.mkdir(parents=True)
+    e, lo, hi = excess
+    base = {"pair": pair, "algorithm": algorithm, "k": 10, "seeds": 3, "accuracy_clean": 0.6}
+    pd.DataFrame(
+        [
+            {**base, "set": "grown", "accuracy_drop": 0.5},
+            {**base, "set": "random", "accuracy_drop": 0.2, "excess_drop": 0.3,
+             "excess_low": 0.2, "excess_high": 0.4},
+            {**base, "set": "mass-matched", "accuracy_drop": 0.5 - e, "excess_drop": e,
+             "excess_low": lo, "excess_high": hi},
+        ]
+    ).to_csv(folder / "grown.csv", index=False)  # fmt: skip
+    methods = []
+    for method, sign in (("eap", 1), ("eap-ig", -1 if algorithm == "PPO" else 1)):
+        methods.append({"alpha": 0.3, "method": method, "control": "raw", "metric": "intensity",
+                        "rel_change": sign * 0.2, "rel_ci_low": sign * 0.2 - 0.05,
+                        "rel_ci_high": sign * 0.2 + 0.05})  # fmt: skip
+    pd.DataFrame(methods).to_csv(folder / "methods.csv", index=False)
+
+
+def test_causal_facts_and_paragraph_follow_the_causal_tables(tmp_path: Path) -> None:
+    """The causal paragraph reads each causal page's tables: excess drops with their intervals,
+    sign agreement of the methods, and the online-RL-vs-DPO contrast chosen from the intervals."""
+    _causal_folder(tmp_path, "causal_ppo", "PPO", (0.2, 0.1, 0.3))
+    _causal_folder(tmp_path, "causal_dpo", "DPO", (0.0, -0.02, 0.03))
+    facts = F._causal_facts(tmp_path)
+    assert facts["causal.causal_ppo.grown.mass-matched.excess_drop"] == 0.2
+    assert facts["causal.causal_ppo.methods.resolved_disagree"] == 1
+    assert facts["causal.causal_dpo.methods.same_sign"] == 1
+    f = F.Findings(metrics=pd.DataFrame(), facts=facts)
+    text = prose.render_plain(discussion.causal(f), f)
+    assert "+20 points for PPO (95% interval +10 to +30)" in text
+    assert f"+0.0 points for DPO (95% interval {MINUS}2.0 to +3.0)" in text
+    assert text.index("for PPO") < text.index("for DPO")  # the report's reading order
+    assert "0 of 1 settings for PPO (1 resolved in opposite directions)" in text
+    assert "not yet about the circuit" in text
+    assert "faithfulness checks of the causal pages have no table yet" in text
+    assert "Every online-RL interval lies above DPO's" in text
+    assert typed_numbers(discussion.causal(f).replace("single-edge", "")) == []
+    facts["causal.causal_ppo.grown.mass-matched.excess_low"] = 0.01  # overlaps DPO's interval
+    f = F.Findings(metrics=pd.DataFrame(), facts=facts)
+    assert "are not told apart" in prose.render_plain(discussion.causal(f), f)
+    empty = F.Findings(metrics=pd.DataFrame(), facts={})
+    assert "No *Causal evidence* page" in discussion.causal(empty)

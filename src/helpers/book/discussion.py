@@ -33,6 +33,7 @@ TUNED: tuple[tuple[str, str], ...] = (
     ("ei", "EI"),
 )
 BASE = "sft"
+READING_ORDER = ("PPO", "GRPO", "DPO", "EI")  # algorithms in the order the report reads them
 
 
 def _has_rows(findings: Findings, query: str) -> bool:
@@ -150,8 +151,93 @@ def behaviour(findings: Findings) -> str:
     return text + "."
 
 
+def _causal_pairs(findings: Findings) -> list[tuple[str, str]]:
+    """(fact prefix, algorithm) of every causal page in the tables, in the tables' order."""
+    keys = [k for k in findings.facts if k.startswith("causal.") and k.endswith(".algorithm")]
+    pairs = [(k.removesuffix(".algorithm"), str(findings.facts[k])) for k in keys]
+    order = {a: i for i, a in enumerate(READING_ORDER)}
+    return sorted(pairs, key=lambda p: (order.get(p[1], len(order)), p[1]))
+
+
+def causal(findings: Findings) -> str:
+    """What the causal pages found: the more faithful method, whether the metrics' directions
+    survive the switch, and whether the edges each algorithm grew matter more than controls."""
+    pairs = _causal_pairs(findings)
+    if not pairs:
+        return "No *Causal evidence* page has been executed yet, so nothing here is causal."
+    faith = [
+        f"{num(f'{key}.faithfulness.wins')} of {num(f'{key}.faithfulness.comparisons')} on "
+        f"{algo}'s page"
+        for key, algo in pairs
+        if f"{key}.faithfulness.wins" in findings.facts
+    ]
+    text = (
+        "Against exact single-edge ablation, EAP-IG beat EAP in "
+        + ", ".join(faith)
+        + " (comparisons of correlation, sign agreement, top-k overlap and error, per model and "
+        "alpha)."
+        if faith
+        else "The faithfulness checks of the causal pages have no table yet."
+    )
+    methods = [(k, a) for k, a in pairs if f"{k}.methods.settings" in findings.facts]
+    if methods:
+        disagree = sum(int(findings.facts[f"{k}.methods.resolved_disagree"]) for k, _ in methods)
+        text += " On the same questions, the pair's metric changes kept their sign under both " + (
+            "methods in "
+            + ", ".join(
+                f"{num(f'{k}.methods.same_sign')} of {num(f'{k}.methods.settings')} settings "
+                f"for {a} ({num(f'{k}.methods.resolved_disagree')} resolved in opposite "
+                "directions)"
+                for k, a in methods
+            )
+        )
+        text += (
+            ": the pair pages' conclusions do not hinge on the attribution method."
+            if disagree == 0
+            else ": where both methods resolve a change, they can disagree on its direction, so "
+            "the pair pages' EAP conclusions are conclusions about EAP, the study's method, and "
+            "not yet about the circuit."
+        )
+    grown = [(k, a) for k, a in pairs if f"{k}.grown.mass-matched.excess_drop" in findings.facts]
+    if grown:
+        k0 = grown[0][0]
+        text += (
+            f" Removing the {num(f'{k0}.grown.grown.k')} edges whose attribution rose most costs "
+            "the tuned model, beyond as many edges matched in attribution mass, "
+            + ", ".join(
+                f"{num(f'{k}.grown.mass-matched.excess_drop fmt=pp+')} for {a} (95% interval "
+                f"{num(f'{k}.grown.mass-matched.excess_low fmt=pp')} to "
+                f"{num(f'{k}.grown.mass-matched.excess_high fmt=pp')})"
+                for k, a in grown
+            )
+            + f". {_grown_contrast(findings, grown)}"
+        )
+    return text
+
+
+def _grown_contrast(findings: Findings, grown: Sequence[tuple[str, str]]) -> str:
+    """Whether online RL's grown edges matter more than DPO's, by non-overlapping intervals."""
+
+    def bound(key: str, side: str) -> float:
+        return float(findings.facts[f"{key}.grown.mass-matched.excess_{side}"])
+
+    online = [k for k, a in grown if a in prose.ONLINE_RL]
+    offline = [k for k, a in grown if a in prose.OFFLINE]
+    if not online or not offline:
+        return "Online RL and DPO are not both measured, so they are not compared."
+    if all(bound(k, "low") > max(bound(d, "high") for d in offline) for k in online):
+        return "Every online-RL interval lies above DPO's: the edges online RL grew matter more."
+    if any(bound(k, "low") > 0 for k in online):
+        return (
+            "Some online-RL intervals exclude zero, but they overlap DPO's, so online RL and DPO "
+            "are not told apart."
+        )
+    return "The intervals include zero or overlap: no algorithm's grown edges are shown to matter more."
+
+
 GENERATORS: dict[str, Callable[[Findings], str]] = {
     "metric-changes": metric_changes,
     "confidence": confidence,
     "behaviour": behaviour,
+    "causal": causal,
 }

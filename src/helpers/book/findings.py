@@ -32,7 +32,7 @@ from helpers.paths import layout
 MINUS = "\u2212"
 PERCENT_COLUMNS = frozenset({"rel_change", "rel_ci_low", "rel_ci_high", "loss_change"})
 AGGREGATIONS = ("one", "range", "ci", "mean", "median", "min", "max", "n", "frac", "share")
-FORMATS = ("pct", "pct+", "int", "g")
+FORMATS = ("pct", "pct+", "pp", "pp+", "int", "g")  # pp: signed percentage points
 DEFAULT_CONTROL = "raw"  # the study's own definition, when the tables carry a `control` column
 
 
@@ -101,6 +101,38 @@ def derive(metrics: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+GROWN_COLUMNS = ("k", "seeds", "accuracy_clean", "accuracy_drop", "excess_drop", "excess_low",
+                 "excess_high")  # fmt: skip
+
+
+def _causal_facts(results: Path) -> dict[str, Any]:
+    """Facts of each causal page (a results folder with ``grown.csv``), under ``causal.<pair>``:
+    ``algorithm``; ``grown.<set>.<column>``; ``methods.<field>`` (`method_metrics.agreement` of
+    EAP and EAP-IG); ``faithfulness.preferred|wins|comparisons`` (`causal.preferred_method`)."""
+    from helpers import causal, method_metrics  # the page modules' own rules, not a copy
+
+    facts: dict[str, Any] = {}
+    for path in sorted(results.glob("*/grown.csv")):
+        key, folder = f"causal.{path.parent.name}", path.parent
+        grown = pd.read_csv(path)
+        facts[f"{key}.algorithm"] = str(grown["algorithm"].iloc[0])
+        for row in grown.to_dict("records"):
+            for column in GROWN_COLUMNS:
+                value = row.get(column)
+                if value is not None and not (isinstance(value, float) and math.isnan(value)):
+                    facts[f"{key}.grown.{row['set']}.{column}"] = value
+        if (folder / "methods.csv").is_file():
+            agree = method_metrics.agreement(pd.read_csv(folder / "methods.csv"))
+            for name, value in vars(agree).items():
+                facts[f"{key}.methods.{name}"] = value
+        if (folder / "faithfulness.csv").is_file():
+            method, wins, total = causal.preferred_method(pd.read_csv(folder / "faithfulness.csv"))
+            facts.update({f"{key}.faithfulness.preferred": method.upper(),
+                          f"{key}.faithfulness.wins": wins,
+                          f"{key}.faithfulness.comparisons": total})  # fmt: skip
+    return facts
+
+
 def _table_facts(metrics: pd.DataFrame) -> dict[str, Any]:
     """What the tables cover: ``table.n_pairs``, ``table.n_settings``, ``table.alphas``."""
     alphas = sorted(metrics["alpha"].unique())
@@ -130,6 +162,7 @@ class Findings:
             (f"organism.{p.parent.name}", p) for p in sorted(organisms.glob("*/metadata.json"))
         ]
         facts = _read_json_facts(sources)
+        facts.update(_causal_facts(results))
         if not metrics.empty:
             facts.update(_table_facts(metrics))
         return cls(metrics=metrics, facts=facts)
@@ -229,6 +262,10 @@ def format_number(value: float, fmt: str) -> str:
         digits = 0 if abs(pct) >= 10 or pct == 0 else (1 if abs(pct) >= 1 else 2)
         text = f"{pct:+.{digits}f}" if fmt == "pct+" else f"{pct:.{digits}f}"
         return text.replace("-", MINUS) + "%"
+    if fmt in ("pp", "pp+"):  # signed percentage points; "pp+" names the unit
+        pts = 100 * float(value)
+        text = f"{pts:+.{0 if abs(pts) >= 10 else 1}f}".replace("-", MINUS)
+        return text + " points" if fmt == "pp+" else text
     if fmt == "int":
         return f"{round(float(value)):d}".replace("-", MINUS)
     return f"{float(value):.3g}".replace("-", MINUS)
