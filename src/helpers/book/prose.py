@@ -63,13 +63,12 @@ def moves(rows: pd.DataFrame, column: str = "rel_change") -> str:
 
 
 def _verdict(rows: pd.DataFrame) -> str:
-    """The study's claim on these rows: for in more than half and against in none, or the mirror."""
-    n, pro, con = len(rows), int(rows["supports"].sum()), int(rows["contradicts"].sum())
-    if pro > n / 2 and con == 0:
-        return "as the study reports"
-    if con > n / 2 and pro == 0:
-        return "against the study's claim"
-    return "which leaves the study's claim undetermined"
+    """The study's claim on these rows, by the verdict's rule, as a clause."""
+    return {
+        "replicated": "as the study reports",
+        "contradicted": "against the study's claim",
+        "undetermined": "which leaves the study's claim undetermined",
+    }[_verdict_word(rows)]
 
 
 def evidence(findings: Findings, metric: str, algorithms: Sequence[str], control: str) -> str:
@@ -86,29 +85,6 @@ def evidence(findings: Findings, metric: str, algorithms: Sequence[str], control
 def has_control(findings: Findings, control: str) -> bool:
     table = findings.metrics
     return "control" in table.columns and control in set(table["control"])
-
-
-def _metric_sentence(findings: Findings, metric: str, label: str, contrast: Sequence[str]) -> str:
-    online = present(findings, ONLINE_RL)
-    text = (
-        f"On {label}, under the study's raw definition online RL ({', '.join(online)}) "
-        f"{evidence(findings, metric, online, DEFAULT_CONTROL)}"
-    )
-    if has_control(findings, VERDICT_CONTROL):
-        text += (
-            f"; with each sample's scores divided by |dL/d residual| (confidence removed), online "
-            "RL "
-            f"{evidence(findings, metric, online, VERDICT_CONTROL)}"
-        )
-    others = present(findings, contrast)
-    if others:
-        control = VERDICT_CONTROL if has_control(findings, VERDICT_CONTROL) else DEFAULT_CONTROL
-        query = " ".join([metric, *others])
-        if "control" in findings.metrics.columns:
-            query += f" control={control}"
-        moved = moves(select(findings, parse(query)))
-        text += f"; {', '.join(others)} {moved} it ({num(query)})"
-    return text + "."
 
 
 def _confidence_sentence(findings: Findings) -> str:
